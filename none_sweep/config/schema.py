@@ -1,0 +1,106 @@
+"""The experiment config: one dataclass per concern, each field with its allowed values.
+
+A YAML key reaches its use in few hops: ``defense.max_reset_fraction`` → :attr:`DefenseConfig.max_reset_fraction`
+→ :func:`none_sweep.defense.select_compromised` → the reset. ``none-sweep train`` and every sweep trial take
+this schema; a sweep's ``space:`` addresses the same dotted keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .validation import spec
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, where it lives, and how much of it to use."""
+
+    name: str = spec("fashion-mnist", help="registered dataset name (see `none-sweep list datasets`)")
+    root: str | None = spec(None, help="data root in torchvision's layout; default: the dataset's standard place")
+    download: bool = spec(False, help="let torchvision download the dataset when it is missing (needs network)")
+    train_subset: int | None = spec(None, low=10, help="use a seeded random subset of this many training images")
+    test_subset: int | None = spec(None, low=10, help="use a seeded random subset of this many test images")
+    augment: bool = spec(True, help="the dataset's standard augmentation (crop+flip for CIFAR-like)")
+
+
+@dataclass
+class AttackConfig:
+    """The poisoning attack; ``params`` are validated by the attack's own params dataclass."""
+
+    name: str = spec("badnets", help="registered attack name; 'none' trains on clean data")
+    poison_rate: float = spec(0.05, low=0.0, high=1.0, low_open=True, help="fraction of the training set poisoned")
+    target: int = spec(0, low=0, help="target class (all-to-one)")
+    mode: str = spec("all_to_one", choices=("all_to_one", "all_to_all"), help="all_to_all maps y to (y+1) mod C")
+    params: dict[str, Any] = spec({}, help="attack-specific parameters (patch_size, alpha, ...)")
+
+
+@dataclass
+class ModelConfig:
+    """The network; ``torchvision:NAME`` takes any torchvision classification model."""
+
+    name: str = spec("small_cnn", help="registered model name, or torchvision:NAME")
+
+
+@dataclass
+class TrainConfig:
+    """The main training schedule (what the undefended baseline runs in full)."""
+
+    epochs: int = spec(8, low=1, high=10000)
+    batch_size: int = spec(128, low=1, high=65536)
+    lr: float = spec(0.05, low=0.0, high=10.0, low_open=True)
+    momentum: float = spec(0.9, low=0.0, high=1.0, high_open=True)
+    weight_decay: float = spec(5e-4, low=0.0, high=1.0)
+    lr_schedule: str = spec("cosine", choices=("cosine", "step", "constant"))
+    lr_step_every: int = spec(80, low=1, help="step schedule: epochs between lr decays")
+    lr_gamma: float = spec(0.1, low=0.0, high=1.0, low_open=True, help="step schedule: decay factor")
+    device: str = spec("auto", choices=("auto", "cpu", "cuda"))
+    amp: bool = spec(True, help="bf16 autocast on CUDA (ignored on CPU)")
+    channels_last: bool = spec(True, help="channels-last memory format on CUDA (ignored on CPU)")
+    compile: bool = spec(False, help="torch.compile the model (CUDA)")
+    eval_batch_size: int = spec(1024, low=1)
+    num_threads: int | None = spec(None, low=1, help="torch CPU threads; default: torch's choice")
+
+
+@dataclass
+class DefenseConfig:
+    """NONE: when to analyse and reset, which thresholds, and what follows a reset."""
+
+    enabled: bool = spec(True, help="false gives the undefended baseline")
+    pretrain_epochs: int | None = spec(None, low=0, help="epochs before the first reset (epoch_num_1); null: train.epochs")
+    reset_interval: int = spec(2, low=1, high=10000, help="epochs between resets (epoch_num_2)")
+    rounds: int = spec(1, low=1, high=1000, help="number of analyse/reset rounds (round_num)")
+    after_reset: str = spec(
+        "finetune",
+        choices=("finetune", "continue", "retrain"),
+        help="finetune at finetune_lr (published); continue the main schedule; retrain from scratch on filtered data",
+    )
+    finetune_lr: float = spec(1e-4, low=0.0, high=10.0, low_open=True, help="none_lr")
+    freeze_bn: bool = spec(True, help="BatchNorm in eval mode while fine-tuning (published)")
+    max_reset_fraction: float = spec(0.05, low=0.0, high=1.0, low_open=True)
+    lamda_l: float = spec(0.1, low=0.0, high=1.0, low_open=True, high_open=True)
+    lamda_h: float = spec(0.9, low=0.0, high=1.0, low_open=True, high_open=True)
+    reset_mode: str = spec("zero", choices=("zero", "reinit"))
+    filter_samples: bool = spec(True, help="drop suspected poisoned samples (two-class natural breaks)")
+    removal: str = spec("cumulative", choices=("cumulative", "per_round"), help="per_round is the published behaviour")
+    detect_fraction: float | None = spec(
+        None, low=0.0, high=1.0, low_open=True, help="num_for_detect_biased; null: top-1 channel per layer"
+    )
+    layer_types: list[str] = spec(["conv"], help="module kinds monitored: conv, linear")
+    include_layers: list[str] = spec([], help="glob patterns of module names to monitor (empty: all of layer_types)")
+    exclude_layers: list[str] = spec([], help="glob patterns of module names never monitored")
+    skip_first: int = spec(0, low=0, help="skip this many monitored layers from the input side (published ResNet: stem+layer1)")
+    analysis_batch_size: int = spec(1024, low=1)
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything one training run needs; ``none-sweep train`` and each sweep trial take this."""
+
+    seed: int = spec(0, low=0, high=2**31 - 1)
+    data: DataConfig = field(default_factory=DataConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    defense: DefenseConfig = field(default_factory=DefenseConfig)
