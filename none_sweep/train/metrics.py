@@ -1,0 +1,59 @@
+"""Backdoor metrics: clean accuracy, ASR, robust accuracy, DER/RIR, poison-detection precision/recall.
+
+Definitions follow the paper and BackdoorBench; the triggered test set already excludes target-class
+images for all-to-one attacks (see :meth:`none_sweep.attacks.Attack.triggered_test`).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+
+def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Fraction of ``predictions == labels``; None for an empty set (e.g. no attack)."""
+    if labels.numel() == 0:
+        return None
+    return (predictions == labels).float().mean().item()
+
+
+def detection_scores(removed: torch.Tensor, poisoned_idx: torch.Tensor) -> dict[str, float | None]:
+    """Precision and recall of the removed samples against the indices the attack really poisoned.
+
+    Precision is undefined (None) when nothing was removed; recall when nothing was poisoned.
+    """
+    poisoned = torch.zeros_like(removed, dtype=torch.bool)
+    poisoned[poisoned_idx.to(removed.device)] = True
+    hits = (removed & poisoned).sum().item()
+    n_removed = int(removed.sum().item())
+    n_poisoned = int(poisoned.sum().item())
+    return {
+        "poison_precision": hits / n_removed if n_removed else None,
+        "poison_recall": hits / n_poisoned if n_poisoned else None,
+    }
+
+
+def _gain(before: float | None, after: float | None) -> float:
+    if before is None or after is None:
+        return 0.0
+    return max(0.0, before - after)
+
+
+def compare_to_baseline(defended: Mapping[str, float | None], baseline: Mapping[str, float | None]) -> dict[str, float]:
+    """Trade-off figures against the undefended run (same data, attack, model, seed).
+
+    DER = [max(0, ASR_bd − ASR_def) − max(0, CA_bd − CA_def) + 1] / 2 (BackdoorBench);
+    RIR is the same with robust accuracy gained instead of ASR lost.
+    """
+    ca_def, ca_bd = defended.get("clean_acc"), baseline.get("clean_acc")
+    out: dict[str, float] = {}
+    if ca_def is not None and ca_bd is not None:
+        out["clean_acc_drop"] = ca_bd - ca_def
+    asr_def, asr_bd = defended.get("asr"), baseline.get("asr")
+    if asr_def is not None and asr_bd is not None:
+        out["asr_reduction"] = asr_bd - asr_def
+    ca_loss = _gain(ca_bd, ca_def)
+    out["der"] = (_gain(asr_bd, asr_def) - ca_loss + 1.0) / 2.0
+    out["rir"] = (_gain(defended.get("robust_acc"), baseline.get("robust_acc")) - ca_loss + 1.0) / 2.0
+    return out
