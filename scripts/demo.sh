@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the main job on the embedded default data: a small real sweep
+# (digits, 6 NONE-defended trials on a local Ray instance, Optuna multi-objective, MLflow in ./mlflow.db).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/none-sweep sweep search_spaces/digits_tiny.yaml --name digits-demo "$@"
+.venv/bin/none-sweep report --experiment digits-demo --out reports/digits-demo
+echo
+echo "Open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db --host 127.0.0.1 --port 5000"
+echo "then http://127.0.0.1:5000 → experiment 'digits-demo' (Chart view: asr vs clean_acc); Pareto plot: reports/digits-demo/pareto.png"
