@@ -95,6 +95,16 @@ class DefenseConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Extra evaluation; REASR is the natural-backdoor metric (there is no ASR without an attack)."""
+
+    reasr: str = spec("auto", choices=("auto", "always", "never"), help="auto: only when attack.name is none")
+    reasr_patch_fraction: float = spec(0.06, low=0.0, high=0.5, low_open=True, help="patch area bound (ABS: 2-12%)")
+    reasr_steps: int = spec(100, low=1, high=100000)
+    reasr_images: int = spec(256, low=8, help="held-in images for inversion (as many again are held out)")
+
+
+@dataclass
 class ExperimentConfig:
     """Everything one training run needs; ``none-sweep train`` and each sweep trial take this."""
 
@@ -104,3 +114,4 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     defense: DefenseConfig = field(default_factory=DefenseConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)

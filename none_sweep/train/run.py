@@ -32,6 +32,7 @@ from .metrics import accuracy, detection_scores
 from .pretrain_cache import PretrainCache, prefix_key
 from .resident import ResidentData
 from .schedule import EpochPlan, build_plan, pretrain_epochs
+from .trigger_inversion import invert_triggers
 
 Progress = Callable[[str], None]
 
@@ -176,6 +177,8 @@ class ExperimentRun:
         self.history.append(metrics)
         self.next_index += 1
         final = self.next_index == len(self.plan)
+        if final and self._wants_reasr():
+            metrics.update(self.natural_backdoor_metrics())
         self._print_epoch(step, metrics)
         return EpochReport(step.epoch, step.phase, step.round, dict(metrics), step.round_end, final)
 
@@ -228,6 +231,19 @@ class ExperimentRun:
             "robust_acc": accuracy(trig, self.data.trig_true),
         }
 
+    def _wants_reasr(self) -> bool:
+        mode = self.cfg.evaluation.reasr
+        return mode == "always" or (mode == "auto" and self.cfg.attack.name == "none")
+
+    def natural_backdoor_metrics(self) -> dict[str, float]:
+        e = self.cfg.evaluation
+        found = invert_triggers(
+            self.model, self.data.test_x, self.data.test_y, self.info, patch_fraction=e.reasr_patch_fraction,
+            steps=e.reasr_steps, images=e.reasr_images, seed=self.cfg.seed,
+        )  # fmt: skip
+        self.progress(f"REASR {100 * found.reasr:.1f}% (label {found.label})")
+        return {"reasr": found.reasr, "reasr_label": float(found.label)}
+
     def result(self) -> RunResult:
         last = self.history[-1] if self.history else self.evaluate()
         per_layer: dict[str, int] = {}
@@ -238,6 +254,7 @@ class ExperimentRun:
             "clean_acc": last["clean_acc"],
             "asr": last["asr"],
             "robust_acc": last["robust_acc"],
+            **{k: last[k] for k in ("reasr", "reasr_label") if k in last},
             **detection_scores(self.removed, self.poison_idx),
             "neurons_reset": sum(per_layer.values()),
             "neurons_reset_per_layer": per_layer,
