@@ -1,0 +1,122 @@
+"""Config loading: every malformed config is one clear line naming file and key, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from none_sweep.cli import main
+from none_sweep.config import ExperimentConfig, dump_config, load_config, parse_overrides, to_dict
+from none_sweep.errors import ConfigError
+
+# (name, YAML text, substrings the one-line message must contain)
+BAD_CONFIGS: list[tuple[str, str, list[str]]] = [
+    ("malformed_yaml", "defense: {max_reset_fraction: 0.1\n", ["not valid YAML", "line"]),
+    ("top_level_list", "- a\n- b\n", ["top level must be a mapping"]),
+    ("unknown_top_key", "defence: {}\n", ["unknown key defence", "did you mean 'defense'"]),
+    ("unknown_nested_key", "defense: {max_reset_fracton: 0.1}\n", ["defense.max_reset_fracton", "max_reset_fraction"]),
+    ("section_not_mapping", "train: 5\n", ["train must be a mapping"]),
+    ("fraction_above_one", "defense: {max_reset_fraction: 1.5}\n", ["defense.max_reset_fraction", "(0, 1]", "1.5"]),
+    ("fraction_zero", "defense: {max_reset_fraction: 0}\n", ["defense.max_reset_fraction", "(0, 1]"]),
+    ("fraction_string", "defense: {max_reset_fraction: lots}\n", ["defense.max_reset_fraction", "number", "lots"]),
+    ("lamda_order", "defense: {lamda_l: 0.9, lamda_h: 0.2}\n", ["defense.lamda_l", "below defense.lamda_h"]),
+    ("lamda_h_one", "defense: {lamda_h: 1.0}\n", ["defense.lamda_h", "(0, 1)"]),
+    ("epochs_float", "train: {epochs: 2.5}\n", ["train.epochs", "integer"]),
+    ("epochs_zero", "train: {epochs: 0}\n", ["train.epochs", "[1, 10000]"]),
+    ("batch_bool", "train: {batch_size: true}\n", ["train.batch_size", "integer"]),
+    ("lr_negative", "train: {lr: -0.1}\n", ["train.lr", "(0, 10]"]),
+    ("lr_nan", "train: {lr: .nan}\n", ["train.lr", "finite"]),
+    ("bad_schedule", "train: {lr_schedule: linear}\n", ["train.lr_schedule", "cosine", "step"]),
+    ("bad_device", "train: {device: tpu}\n", ["train.device", "auto", "cuda"]),
+    ("enabled_string", "defense: {enabled: maybe}\n", ["defense.enabled", "true or false"]),
+    ("bad_after_reset", "defense: {after_reset: prune}\n", ["defense.after_reset", "finetune", "retrain"]),
+    ("bad_reset_mode", "defense: {reset_mode: random}\n", ["defense.reset_mode", "zero", "reinit"]),
+    ("bad_removal", "defense: {removal: never}\n", ["defense.removal", "cumulative"]),
+    ("bad_layer_type", "defense: {layer_types: [conv, attention]}\n", ["defense.layer_types", "attention"]),
+    ("layer_types_not_list", "defense: {layer_types: conv}\n", ["defense.layer_types", "list"]),
+    ("continue_outside", "train: {epochs: 4}\ndefense: {after_reset: continue, pretrain_epochs: 3, rounds: 3}\n",
+     ["after_reset=continue", "train.epochs=4"]),
+    ("unknown_dataset", "data: {name: fashion_mnist}\n", ["data.name", "fashion-mnist"]),
+    ("unknown_attack", "attack: {name: blnd}\n", ["attack.name", "blend"]),
+    ("unknown_model", "model: {name: resnet19}\n", ["model.name", "resnet18"]),
+    ("target_out_of_range", "attack: {target: 10}\n", ["attack.target", "[0, 9]"]),
+    ("poison_rate_zero", "attack: {poison_rate: 0}\n", ["attack.poison_rate", "(0, 1]"]),
+    ("bad_attack_mode", "attack: {mode: one_to_one}\n", ["attack.mode", "all_to_all"]),
+    ("unknown_attack_param", "attack: {name: badnets, params: {patch_sise: 3}}\n", ["attack.params.patch_sise", "patch_size"]),
+    ("seed_negative", "seed: -1\n", ["seed", "[0,"]),
+    ("subset_tiny", "data: {train_subset: 3}\n", ["data.train_subset"]),
+    ("bad_reasr_mode", "evaluation: {reasr: on}\n", ["evaluation.reasr"]),
+]
+
+
+@pytest.mark.parametrize("name,text,expected", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_is_one_clear_line(name: str, text: str, expected: list[str], tmp_path: Path, capsys) -> None:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    code = main(["train", str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    assert str(path) in err
+    for fragment in expected:
+        assert fragment in err, f"{fragment!r} not in {err!r}"
+    assert not (tmp_path / "out").exists(), "nothing may be written before the config is valid"
+
+
+def test_bad_config_count_meets_the_corpus_size() -> None:
+    assert len(BAD_CONFIGS) >= 20
+
+
+def test_missing_file_and_bad_override(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_overrides(["defense.enabled"])
+    with pytest.raises(ConfigError, match="defense.enabled"):
+        load_config(None, parse_overrides(["defense.enabled=sometimes"]))
+
+
+def test_overrides_parse_yaml_scalars() -> None:
+    cfg = load_config(None, parse_overrides(["defense.enabled=false", "train.lr=0.1", "attack.params.patch_size=4"]))
+    assert cfg.defense.enabled is False
+    assert cfg.train.lr == pytest.approx(0.1)
+    assert cfg.attack.params["patch_size"] == 4
+
+
+def test_resolved_config_round_trips_and_fills_attack_params(tmp_path: Path) -> None:
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "fmnist_badnets.yaml")
+    assert isinstance(cfg, ExperimentConfig)
+    path = tmp_path / "resolved.yaml"
+    dump_config(cfg, path, header="provenance line")
+    assert path.read_text().startswith("# provenance line\n")
+    again = load_config(path)
+    assert to_dict(again) == to_dict(cfg)
+    # every trigger parameter is recorded, not only the ones the file named
+    assert {"patch_size", "location", "pattern"} <= set(again.attack.params)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_validate(path: Path) -> None:
+    load_config(path)
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    cfg = load_config(None)
+    assert (cfg.data.name, cfg.attack.name, cfg.model.name) == ("fashion-mnist", "badnets", "small_cnn")
+    d = cfg.defense
+    assert (d.max_reset_fraction, d.lamda_l, d.lamda_h, d.finetune_lr) == (0.05, 0.1, 0.9, 1e-4)
+    assert d.removal == "cumulative" and d.freeze_bn and d.after_reset == "finetune"
+    assert yaml.safe_load(dump_config(cfg))["defense"]["enabled"] is True
+
+
+def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
+    path = tmp_path / "evil.yaml"
+    path.write_text(textwrap.dedent("""\
+        seed: !!python/object/apply:os.system ["echo pwned"]
+        """))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
