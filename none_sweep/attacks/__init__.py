@@ -1,0 +1,48 @@
+"""Poisoning attacks behind one contract (see docs/architecture.md and :class:`Attack`).
+
+Importing the package registers: ``none`` (clean training), ``badnets``, ``blend``, ``sig`` (clean-label)
+and ``wanet``. All-to-all is ``attack.mode: all_to_all`` on any dirty-label attack, not a separate name.
+"""
+
+from . import badnets, blend, clean, sig, wanet  # noqa: F401  (registration)
+from ._base import (
+    ALL_TO_ALL,
+    ALL_TO_ONE,
+    ATTACKS,
+    Attack,
+    NoParams,
+    PoisonedData,
+    TriggeredSet,
+    create_attack,
+    params_class,
+    poison_count,
+    seeded_generator,
+)
+from .badnets import BadNets, BadNetsParams
+from .blend import Blend, BlendParams
+from .clean import NoAttack
+from .sig import Sig, SigParams
+from .wanet import WaNet, WaNetParams
+
+__all__ = [
+    "ALL_TO_ALL",
+    "ALL_TO_ONE",
+    "ATTACKS",
+    "Attack",
+    "BadNets",
+    "BadNetsParams",
+    "Blend",
+    "BlendParams",
+    "NoAttack",
+    "NoParams",
+    "PoisonedData",
+    "Sig",
+    "SigParams",
+    "TriggeredSet",
+    "WaNet",
+    "WaNetParams",
+    "create_attack",
+    "params_class",
+    "poison_count",
+    "seeded_generator",
+]
