@@ -42,7 +42,8 @@ class Registry(Generic[F]):
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, self.names(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"{name!r} is not a {self.kind}{hint}; choose from {self.names()}"
+        article = "an" if self.kind[:1].lower() in "aeiou" else "a"
+        return f"{name!r} is not {article} {self.kind}{hint}; choose from {self.names()}"
 
     def names(self) -> list[str]:
         return sorted(self._entries)
