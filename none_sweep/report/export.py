@@ -1,0 +1,151 @@
+"""``none-sweep export``: the chosen trial's ``config.yaml``, with provenance, and optionally its model.
+
+The exported file is the trial's ``config.yaml`` artifact verbatim (the resolved config, runnable as-is by
+``none-sweep train``) under a comment header saying where it came from: experiment, run, rule, metrics,
+baseline, code version and date. ``register_model`` puts the trial's logged ``model`` in the MLflow Model
+Registry with the same facts as version tags.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError, TrackingError
+from .provenance import code_version, utc_now
+from .runs import ROLE, Sweep, Trial, tracking_call
+
+CONFIG_ARTIFACT = "config.yaml"
+MODEL_ARTIFACT = "model"
+#: Final metrics copied into the header and onto registered model versions (when the trial logged them).
+REPORTED_METRICS = ("asr", "clean_acc", "clean_acc_drop", "robust_acc", "asr_reduction", "der")
+#: Run tags that say which code produced a trial, if the sweep logged one.
+CODE_TAGS = ("none_sweep.code_version", "mlflow.source.git.commit")
+
+
+def read_config_text(client: Any, uri: str, trial: Trial) -> str:
+    """The text of the trial's ``config.yaml`` artifact."""
+    with tempfile.TemporaryDirectory(prefix="none-sweep-export-") as tmp:
+        try:
+            local = client.download_artifacts(trial.run_id, CONFIG_ARTIFACT, tmp)
+        except Exception as exc:  # MLflow raises several types for a missing artifact
+            raise TrackingError(
+                f"{trial.label} has no {CONFIG_ARTIFACT} artifact at {uri} ({exc.__class__.__name__}); "
+                "was it logged by a none-sweep sweep?"
+            ) from None
+        return Path(local).read_text(encoding="utf-8")
+
+
+def check_runnable(text: str, trial: Trial) -> None:
+    """The stored config validates with this code version (else ``none-sweep train`` would refuse it)."""
+    from ..config import config_from_dict
+
+    source = f"{trial.label} {CONFIG_ARTIFACT}"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: not a config mapping")
+    try:
+        config_from_dict(data, source=source)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; the sweep ran a different none-sweep version ({sweep_code(trial)})") from None
+
+
+def check_exportable(trial: Trial) -> None:
+    if trial.tags.get(ROLE) == "sweep":
+        raise TrackingError(f"run {trial.run_id} is a sweep's parent run; pass a trial's run id or --experiment")
+    if trial.status != "FINISHED":
+        raise TrackingError(f"{trial.label} is {trial.status}, not FINISHED; export takes finished trials")
+
+
+def sweep_code(trial: Trial) -> str:
+    return next((f"{tag}={trial.tags[tag]}" for tag in CODE_TAGS if tag in trial.tags), "code version not logged")
+
+
+def _metrics_line(values: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in values.items()) or "none logged"
+
+
+def provenance(trial: Trial, sweep: Sweep, rule: str) -> dict[str, str]:
+    """The facts written into the header and onto a registered model version, as strings."""
+    parent = sweep.parent.run_id if sweep.parent else "none"
+    metrics = {k: trial.metrics[k] for k in REPORTED_METRICS if k in trial.metrics}
+    if "clean_acc_drop" not in metrics and trial.clean_acc_drop is not None:
+        metrics["clean_acc_drop"] = trial.clean_acc_drop
+    return {
+        "experiment": f"{sweep.name} (id {sweep.experiment_id}) at {sweep.tracking_uri}",
+        "run": f"{trial.run_id} (ray trial {trial.trial_id or 'n/a'}, run name {trial.run_name}), parent run {parent}",
+        "rule": rule,
+        "metrics": _metrics_line(metrics),
+        "baseline": _metrics_line(sweep.baseline),
+        "code": f"exported by {code_version()}; trial ran {sweep_code(trial)}",
+        "date": utc_now(),
+    }
+
+
+def header(facts: dict[str, str], out_name: str) -> str:
+    lines = [f"none-sweep export: the defense config chosen from a sweep. Run it with: none-sweep train {out_name}"]
+    lines += [f"{key}: {value}" for key, value in facts.items()]
+    return "".join(f"# {line}\n" for line in lines) + "#\n"
+
+
+def export_config(client: Any, trial: Trial, sweep: Sweep, rule: str, out: str | Path) -> Path:
+    """Write ``out``: the provenance header, then the trial's stored config verbatim."""
+    check_exportable(trial)
+    text = read_config_text(client, sweep.tracking_uri, trial)
+    check_runnable(text, trial)
+    out = Path(out)
+    if out.parent != Path("."):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(header(provenance(trial, sweep, rule), out.name) + text, encoding="utf-8")
+    return out
+
+
+def has_logged_model(client: Any, trial: Trial, sweep: Sweep) -> bool:
+    """A LoggedModel named ``model`` from this run (MLflow 3), or run artifacts under ``model/`` (MLflow 2)."""
+    try:
+        found = client.search_logged_models(
+            [sweep.experiment_id], filter_string=f"source_run_id = '{trial.run_id}' AND name = '{MODEL_ARTIFACT}'",
+            max_results=1)
+        if len(found):
+            return True
+    except Exception:  # an older server without logged models: fall back to the artifact listing
+        pass
+    listed = tracking_call("listing the run's artifacts", sweep.tracking_uri, client.list_artifacts,
+                           trial.run_id, MODEL_ARTIFACT)
+    return len(listed) > 0
+
+
+def register_model(client: Any, trial: Trial, sweep: Sweep, rule: str, name: str) -> Any:
+    """Register ``runs:/<id>/model`` as a new version of ``name``; metrics and provenance become tags."""
+    import mlflow
+
+    uri = sweep.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    source = f"runs:/{trial.run_id}/{MODEL_ARTIFACT}"
+    if not has_logged_model(client, trial, sweep):
+        raise TrackingError(f"{trial.label} has no logged model under '{MODEL_ARTIFACT}', so there is nothing to "
+                            f"register as {name!r}; the config was exported")
+    try:
+        version = mlflow.register_model(source, name)
+    except mlflow.exceptions.MlflowException as exc:
+        first = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else type(exc).__name__
+        raise TrackingError(f"cannot register {source} as {name!r} at {uri}: {first}") from None
+    tags = {k: str(trial.metrics[k]) for k in REPORTED_METRICS if k in trial.metrics}
+    tags.update({k: str(v) for k, v in sweep.baseline.items()})
+    tags.update({
+        "none_sweep.sweep": sweep.name, "none_sweep.run_id": trial.run_id,
+        "none_sweep.trial_id": trial.trial_id or "", "none_sweep.rule": rule,
+        "none_sweep.exported_by": code_version(),
+    })
+    for key, value in tags.items():
+        tracking_call("tagging the model version", uri, client.set_model_version_tag, name, version.version, key, value)
+    tracking_call("describing the model version", uri, client.update_model_version, name, version.version,
+                  f"NONE defense from sweep {sweep.name}, run {trial.run_id}; chosen by {rule}")
+    return version

@@ -1,0 +1,121 @@
+"""``export --verify-seeds N``: is the chosen trial's figure luck? Re-train its config on N fresh seeds.
+
+Seeds ``seed+1 .. seed+N`` run as Ray tasks (one per seed, on the Ray cluster named by ``RAY_ADDRESS`` or a
+local one started for the purpose); the result is the per-seed metrics and mean ± sample sd of clean
+accuracy and ASR, next to the sweep's own figure.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from ..errors import ConfigError, ResourceError
+
+VERIFIED = ("clean_acc", "asr")
+
+
+def train_one_seed(config: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Train ``config`` with ``seed`` to the end (no pre-training cache); the run's final metrics."""
+    from ..config import config_from_dict
+    from ..train import ExperimentRun
+
+    cfg = config_from_dict({**config, "seed": seed}, source=f"verify seed {seed}")
+    run = ExperimentRun(cfg)
+    for _report in run.epochs():
+        pass
+    metrics = run.result().metrics
+    return {"seed": seed, **{k: metrics.get(k) for k in ("clean_acc", "asr", "robust_acc", "wall_s", "device")}}
+
+
+def seeds_for(config: dict[str, Any], n: int) -> list[int]:
+    base = int(config.get("seed", 0) or 0)
+    return [base + i for i in range(1, n + 1)]
+
+
+def run_seeds(
+    config: dict[str, Any], n: int, *, address: str | None = None, say: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Train ``config`` on ``n`` fresh seeds as Ray tasks; results in seed order."""
+    import ray
+
+    if n < 1:
+        raise ConfigError(f"--verify-seeds must be at least 1, got {n}")
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        wants_gpu = gpus > 0 and config.get("train", {}).get("device", "auto") != "cpu"
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus < 1:
+            raise ResourceError("the Ray cluster has no CPU to run the verification on")
+        task = ray.remote(num_cpus=1, num_gpus=1 if wants_gpu else 0, max_retries=0)(train_one_seed)
+        pending = {task.remote(config, seed): seed for seed in seeds_for(config, n)}
+        say(f"verify: training {n} seed(s) {sorted(pending.values())} as Ray tasks "
+            f"({'1 GPU' if wants_gpu else '1 CPU'} each; cluster {cpus:g} CPU, {gpus:g} GPU)")
+        results = []
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            seed = pending.pop(done[0])
+            try:
+                result = ray.get(done[0])
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                raise ResourceError(f"verification seed {seed} failed: {type(cause).__name__}: {cause}") from None
+            say(f"verify: seed {seed}: clean_acc={result['clean_acc']:.4f} asr={result['asr']:.4f}")
+            results.append(result)
+        return sorted(results, key=lambda r: r["seed"])
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def summarise(results: list[dict[str, Any]], sweep_metrics: dict[str, float], *, run_id: str, experiment: str,
+              config_seed: int) -> dict[str, Any]:
+    """Mean and sample sd per verified metric, beside the sweep trial's value."""
+    stats = {}
+    for key in VERIFIED:
+        values = [float(r[key]) for r in results if r.get(key) is not None]
+        stats[key] = {
+            "sweep": sweep_metrics.get(key),
+            "mean": statistics.fmean(values) if values else None,
+            "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values),
+        }
+    return {"experiment": experiment, "run_id": run_id, "sweep_seed": config_seed,
+            "seeds": [r["seed"] for r in results], "per_seed": results, "summary": stats}
+
+
+def table(summary: dict[str, Any]) -> str:
+    seeds = summary["seeds"]
+    head = f"fresh seeds {seeds[0]}..{seeds[-1]} (n={len(seeds)})" if seeds else "fresh seeds"
+    rows = [f"{'metric':<10} {'sweep (seed ' + str(summary['sweep_seed']) + ')':>18}   {head}"]
+    for key, s in summary["summary"].items():
+        sweep = "n/a" if s["sweep"] is None else f"{s['sweep']:.4f}"
+        mean = "n/a" if s["mean"] is None else f"{s['mean']:.4f} ± {s['sd']:.4f}"
+        rows.append(f"{key:<10} {sweep:>18}   {mean}")
+    for r in summary["per_seed"]:
+        rows.append(f"  seed {r['seed']}: " + " ".join(f"{k}={r[k]:.4f}" for k in VERIFIED if r.get(k) is not None))
+    return "\n".join(rows)
+
+
+def verify_path(out: str | Path) -> Path:
+    """``best_defense.yaml`` → ``best_defense.verify.json`` (beside the exported config)."""
+    return Path(out).with_suffix(".verify.json")
+
+
+def write(summary: dict[str, Any], path: Path) -> Path:
+    path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def config_mapping(config_text: str) -> dict[str, Any]:
+    data = yaml.safe_load(config_text)
+    if not isinstance(data, dict):
+        raise ConfigError("the exported config is not a mapping")
+    return data
