@@ -1,0 +1,66 @@
+"""``export --verify-seeds``: the chosen config re-trained on fresh seeds as Ray tasks."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from test_report_store import EXPECTED, SWEEP, populate_store, run_cli
+
+from none_sweep.report import verify
+
+
+def test_seeds_follow_the_config_seed():
+    assert verify.seeds_for({"seed": 7}, 3) == [8, 9, 10]
+    assert verify.seeds_for({}, 2) == [1, 2]
+
+
+def test_summary_and_table():
+    results = [{"seed": s, "clean_acc": acc, "asr": asr} for s, acc, asr in
+               [(1, 0.95, 0.02), (2, 0.93, 0.04), (3, 0.94, 0.03)]]
+    summary = verify.summarise(results, {"clean_acc": 0.955, "asr": 0.015}, run_id="r", experiment="e",
+                               config_seed=0)
+    acc = summary["summary"]["clean_acc"]
+    assert acc["mean"] == pytest.approx(0.94) and acc["sd"] == pytest.approx(statistics.stdev([0.95, 0.93, 0.94]))
+    assert acc["sweep"] == 0.955 and acc["n"] == 3 and summary["seeds"] == [1, 2, 3]
+    text = verify.table(summary)
+    assert "fresh seeds 1..3 (n=3)" in text
+    assert "clean_acc" in text and "0.9550" in text and "0.9400 ± 0.0100" in text
+    assert text.count("seed ") >= 3
+    assert verify.verify_path("out/best_defense.yaml").name == "best_defense.verify.json"
+
+
+def test_verify_seeds_must_be_positive(tmp_path, capsys):
+    rc = run_cli(["export", "--experiment", SWEEP, "--verify-seeds", "0", "--tracking-uri",
+                  f"sqlite:///{tmp_path / 'none.db'}"])
+    assert rc == 2 and "--verify-seeds must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_verify_three_seeds_with_ray(tmp_path, capsys, monkeypatch):
+    """Real Ray (a local cluster started for the call), real training of the exported digits config."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    store = populate_store(tmp_path / "store")
+    out = tmp_path / "best_defense.yaml"
+    rc = run_cli(["export", "--experiment", SWEEP, "--max-asr", "0.02", "--out", str(out), "--verify-seeds", "3",
+                  "--tracking-uri", store.uri])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "fresh seeds 1..3 (n=3)" in captured.out
+    data = json.loads((tmp_path / "best_defense.verify.json").read_text())
+    assert data["run_id"] == store.run_ids[EXPECTED["max_asr_0.02"]]
+    assert data["seeds"] == [1, 2, 3] and [r["seed"] for r in data["per_seed"]] == [1, 2, 3]
+    for r in data["per_seed"]:
+        assert 0.0 <= r["asr"] <= 1.0 and 0.5 < r["clean_acc"] <= 1.0  # trained, not chance (10 classes)
+    s = data["summary"]["clean_acc"]
+    assert s["mean"] == pytest.approx(statistics.fmean(r["clean_acc"] for r in data["per_seed"]))
+    assert s["sweep"] == 0.955
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=store.uri)
+    assert [a.path for a in client.list_artifacts(store.parent_id, "verify")] == ["verify/best_defense.verify.json"]
+    metrics = client.get_run(store.parent_id).data.metrics
+    assert metrics["verify_clean_acc_mean"] == pytest.approx(s["mean"])
+    assert "verify_asr_sd" in metrics
