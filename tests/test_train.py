@@ -99,7 +99,8 @@ def test_checkpoint_resume_is_bit_for_bit(digits_data, tmp_path: Path) -> None:
 
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, second.model.state_dict()[key]), key
-    assert straight.history == second.history
+    timeless = lambda history: [{k: v for k, v in h.items() if k != "epoch_s"} for h in history]  # noqa: E731
+    assert timeless(straight.history) == timeless(second.history)
     assert torch.equal(straight.removed, second.removed)
 
 
@@ -142,13 +143,18 @@ def test_pretrain_cache_fork_equals_own_pretraining(digits_data, tmp_path: Path)
 
 
 def test_diverging_loss_raises(digits_data) -> None:
-    cfg = digits_cfg(**{"train.lr": 9.0, "train.momentum": 0.99, "defense.enabled": "false", "train.epochs": 6})
-    with pytest.raises(TrainingDiverged, match="loss became"):
-        list(ExperimentRun(cfg, data=digits_data).epochs())
+    cfg = digits_cfg(**{"defense.enabled": "false", "train.epochs": 3})
+    run = ExperimentRun(cfg, data=digits_data)
+    epochs = run.epochs()
+    next(epochs)
+    with torch.no_grad():  # what a blown-up update leaves behind
+        next(run.model.parameters()).fill_(float("inf"))
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2"):
+        next(epochs)
 
 
 def test_reasr_for_natural_backdoor_runs(digits_data) -> None:
-    cfg = digits_cfg(**{"attack.name": "none", "train.epochs": 3, "defense.enabled": "false", "evaluation.reasr_steps": 20})
+    cfg = digits_cfg(**{"attack.name": "none", "attack.params": "{}", "train.epochs": 3, "defense.enabled": "false", "evaluation.reasr_steps": 20})
     run = ExperimentRun(cfg, data=digits_data)
     reports = list(run.epochs())
     assert reports[-1].metrics["asr"] is None

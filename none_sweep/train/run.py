@@ -22,7 +22,7 @@ from torch import nn
 from ..attacks import ATTACKS
 from ..config import ExperimentConfig, to_dict
 from ..data import ImageData, load_dataset
-from ..defense import analyse, find_monitored_layers, plan_resets, reset_neurons
+from ..defense import analyse, find_monitored_layers, reset_neurons
 from ..errors import CheckpointError, TrainingDiverged
 from ..models import create_model
 from .checkpoint import load_state, save_state
@@ -116,7 +116,6 @@ class ExperimentRun:
             self.model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=False
         )
         self.layers = find_monitored_layers(self.model, self.cfg.defense) if self.cfg.defense.enabled else []
-        self._reset_plan = None
 
     # ----------------------------------------------------------------- the epoch generator
     def epochs(self) -> Iterator[EpochReport]:
@@ -198,10 +197,8 @@ class ExperimentRun:
             self._build_model(seed=self.cfg.seed + 7919 * step.round)
             per_layer = {}
         else:
-            if self._reset_plan is None:
-                self._reset_plan = plan_resets(self.model, self.layers)
             gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + step.round)
-            per_layer = reset_neurons(self.model, analysis.compromised, d.reset_mode, self._reset_plan, generator=gen)
+            per_layer = reset_neurons(self.model, analysis.compromised, d.reset_mode, self.layers, generator=gen)
         info = {
             "round": step.round,
             "epoch": step.epoch,
@@ -312,7 +309,6 @@ class ExperimentRun:
             self.pretrain_s = float(state["pretrain_s"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{source}: checkpoint does not match this model/config ({exc})") from None
-        self._reset_plan = None
 
     # ----------------------------------------------------------------- progress
     def _print_epoch(self, step: EpochPlan, m: dict[str, Any]) -> None:
