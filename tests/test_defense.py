@@ -84,13 +84,20 @@ def ssd_of(values: np.ndarray, upper: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def make_probs(n: int, k: int, gen: torch.Generator) -> Tensor:
-    """Softmax rows with a class that is never strong, a class that is never weak, and confident samples."""
-    logits = torch.randn(n, k, generator=gen) * 3
-    logits[:, 0] = -20.0  # class 0: never strong (and always weak)
-    if k > 2:
-        logits[:, 1] = logits.max(dim=1).values - 0.5  # class 1: never weak (p >= ~0.2 for k <= 4)
-    return torch.softmax(logits, dim=1)
+def make_probs(n: int, k: int, gen: torch.Generator, floor: float = 0.25) -> Tensor:
+    """Rows summing to 1: class 0 is never strong (always weak); class 1 never drops below ``floor``, so it is
+    never weak when lamda_l < floor; the others follow a sharp random softmax and can be strong."""
+    logits = torch.randn(n, k, generator=gen) * 4
+    logits[:, 0] = -30.0
+    probs = torch.softmax(logits, dim=1) * (1 - floor)
+    probs[:, 1] += floor
+    return probs
+
+
+def assert_covers_cases(probs: Tensor, lamda_l: float, lamda_h: float) -> None:
+    """The data really has a class without strong samples and a usable class (else the check is hollow)."""
+    strong, weak = (probs > lamda_h).any(0), (probs < lamda_l).any(0)
+    assert not strong[0] and (strong & weak).any()
 
 
 def stream(stats: ChannelClassStats, acts: Tensor, probs: Tensor, lamda_l: float, lamda_h: float) -> None:
@@ -99,18 +106,19 @@ def stream(stats: ChannelClassStats, acts: Tensor, probs: Tensor, lamda_l: float
 
 
 @pytest.mark.parametrize("n,channels,k", [(60, 5, 3), (90, 12, 4), (45, 1, 4), (120, 9, 10)])
-@pytest.mark.parametrize("lamdas", [(0.1, 0.9), (0.3, 0.4), (0.05, 0.6)])
-@pytest.mark.parametrize("max_elements", [1 << 22, 7])
-def test_statistic_matches_naive_loop(n: int, channels: int, k: int, lamdas: tuple[float, float], max_elements: int) -> None:
+@pytest.mark.parametrize("lamda_l,lamda_h,floor", [(0.1, 0.9, 0.0), (0.2, 0.7, 0.25), (0.3, 0.4, 0.25), (0.05, 0.6, 0.25)])
+def test_statistic_matches_naive_loop(n: int, channels: int, k: int, lamda_l: float, lamda_h: float, floor: float) -> None:
+    """Streamed over uneven batches, with and without chunking of the strong pairs (max_elements=7)."""
     gen = torch.Generator().manual_seed(n * 31 + channels * 7 + k)
-    lamda_l, lamda_h = lamdas
     acts = torch.randn(n, channels, generator=gen).abs() * 2
-    probs = make_probs(n, k, gen)
-    stats = ChannelClassStats(channels, k, max_elements=max_elements)
-    stream(stats, acts, probs, lamda_l, lamda_h)
+    probs = make_probs(n, k, gen, floor)
+    assert_covers_cases(probs, lamda_l, lamda_h)
     expected = naive_scores(acts.double().numpy(), probs.double().numpy(), lamda_l, lamda_h)
-    np.testing.assert_allclose(stats.scores().numpy(), expected, rtol=1e-9, atol=1e-9)
-    assert select_compromised(stats.scores(), 0.3).tolist() == naive_top(expected, 0.3)
+    for max_elements in (1 << 22, 7):
+        stats = ChannelClassStats(channels, k, max_elements=max_elements)
+        stream(stats, acts, probs, lamda_l, lamda_h)
+        np.testing.assert_allclose(stats.scores().numpy(), expected, rtol=1e-9, atol=1e-9)
+        assert select_compromised(stats.scores(), 0.3).tolist() == naive_top(expected, 0.3)
 
 
 def test_statistic_with_ties_and_skipped_classes() -> None:
@@ -119,9 +127,11 @@ def test_statistic_with_ties_and_skipped_classes() -> None:
     acts = torch.randint(0, 4, (80, 8), generator=gen).float()
     acts[:, 5] = acts[:, 2]  # channel 5 ties channel 2 exactly
     probs = make_probs(80, 4, gen)
+    assert not (probs[:, 0] > 0.7).any() and not (probs[:, 1] < 0.2).any()  # both kinds of skipped class
+    assert ((probs[:, 2:] > 0.7).sum(0) > 0).all() and ((probs[:, 2:] < 0.2).sum(0) > 0).all()  # usable ones
     stats = ChannelClassStats(8, 4)
-    stream(stats, acts, probs, 0.1, 0.9)
-    expected = naive_scores(acts.numpy(), probs.numpy(), 0.1, 0.9)
+    stream(stats, acts, probs, 0.2, 0.7)
+    expected = naive_scores(acts.numpy(), probs.numpy(), 0.2, 0.7)
     scores = stats.scores()
     np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-9, atol=1e-9)
     assert scores[5] == scores[2]
@@ -297,11 +307,22 @@ def layer_output(model: nn.Module, name: str, x: Tensor) -> Tensor:
     return captured[0]
 
 
+def randomise_norms(model: nn.Module) -> None:
+    """Trained-looking BatchNorms, so that setting a slice to 0 or 1 is visible in the state dict."""
+    gen = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                for tensor in (module.weight, module.bias, module.running_mean, module.running_var):
+                    tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
+
+
 def check_reset(
     model: nn.Module, x: Tensor, layer: str, idx: list[int], norm: str | None, successor: str | None,
     block: int = 1, mode: str = "zero", cfg: DefenseConfig | None = None,
 ) -> None:
     model.eval()
+    randomise_norms(model)
     layers = find_monitored_layers(model, cfg or DefenseConfig())
     before = {k: v.clone() for k, v in model.state_dict().items()}
     out_before = layer_output(model, layer, x)
@@ -316,12 +337,15 @@ def check_reset(
         assert not own.any()
         if norm is not None:
             assert not after[f"{norm}.weight"][idx].any() and not after[f"{norm}.bias"][idx].any()
-            assert torch.equal(after[f"{norm}.running_mean"], before[f"{norm}.running_mean"])
+            for stat in ("running_mean", "running_var"):
+                assert torch.equal(after[f"{norm}.{stat}"], before[f"{norm}.{stat}"])
     else:
         bound = 1 / math.sqrt(own[0].numel())
         assert own.abs().max() <= bound and not torch.equal(own, before[f"{layer}.weight"][idx])
         if norm is not None:
-            assert (after[f"{norm}.weight"][idx] == 1).all() and (after[f"{norm}.running_var"][idx] == 1).all()
+            fresh = {"weight": 1.0, "bias": 0.0, "running_mean": 0.0, "running_var": 1.0}
+            for entry, value in fresh.items():
+                assert (after[f"{norm}.{entry}"][idx] == value).all()
     if successor is not None:
         cols = [c * block + b for c in idx for b in range(block)]
         assert not after[f"{successor}.weight"][:, cols].any()
