@@ -188,7 +188,7 @@ class ExperimentRun:
         t0 = time.perf_counter()
         self.model.eval()
         with torch.no_grad(), self.amp:
-            batches = self.data.ordered_batches(self.data.train_x, d.analysis_batch_size)
+            batches = lambda: self.data.ordered_batches(self.data.train_x, d.analysis_batch_size)  # noqa: E731
             analysis = analyse(self.model, batches, self.layers, d, self.info.num_classes)
         suspected = analysis.suspected.to(self.device)
         if d.filter_samples:
