@@ -1,0 +1,69 @@
+"""The sweep's undefended baseline: the same base config with ``defense.enabled=false``, trained once.
+
+It runs as a Ray task with one trial's resources (so it lands on a GPU node when trials need one) before
+the Tuner starts, and is cached as ``baseline.json`` in the sweep's storage: a resumed sweep, or a fresh
+start of an interrupted one, reuses it as long as the baseline config is unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from ..config import to_dict
+from ..errors import NoneSweepError
+from .space import SweepSpace
+from .storage import BASELINE_FILE, SweepStorage
+
+
+def measure_baseline(space: SweepSpace, storage: SweepStorage, say: Callable[[str], None]) -> dict[str, Any]:
+    """``{"metrics": ..., "attack": ..., "config": ..., "wall_s": ...}``, from the cache or a fresh run."""
+    import ray
+
+    cfg = to_dict(space.baseline_config())
+    cached = storage.read_json(BASELINE_FILE)
+    if cached and cached.get("config") == cfg and "metrics" in cached:
+        say(f"baseline: reusing {storage.experiment_path}/{BASELINE_FILE} "
+            f"(clean_acc {_pct(cached['metrics'].get('clean_acc'))}, asr {_pct(cached['metrics'].get('asr'))})")  # fmt: skip
+        return cached
+    r = space.resources
+    say(f"baseline: training the undefended run once ({cfg['train']['epochs']} epochs, defense.enabled=false) ...")
+    task = ray.remote(num_cpus=r.cpu, num_gpus=r.gpu, max_retries=space.max_failures)(_train_baseline)
+    ref = task.remote(cfg)
+    try:
+        payload = ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, NoneSweepError):
+            raise type(cause)(f"the undefended baseline failed: {cause}") from None
+        raise
+    except KeyboardInterrupt:
+        ray.cancel(ref, force=True)
+        raise
+    storage.write_json(BASELINE_FILE, payload)
+    m = payload["metrics"]
+    say(f"baseline: clean_acc {_pct(m.get('clean_acc'))}, asr {_pct(m.get('asr'))}, "
+        f"robust_acc {_pct(m.get('robust_acc'))} in {payload['wall_s']:.0f}s")  # fmt: skip
+    return payload
+
+
+def _train_baseline(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    import os
+
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    from ..config import config_from_dict
+    from ..train import ExperimentRun
+
+    cfg = config_from_dict(cfg_dict, source="baseline")
+    t0 = time.perf_counter()
+    run = ExperimentRun(cfg)
+    for _ in run.epochs():
+        pass
+    result = run.result()
+    metrics = {k: (float(v) if isinstance(v, bool) else v) for k, v in result.metrics.items()
+               if v is None or isinstance(v, (bool, int, float))}  # fmt: skip
+    return {"metrics": metrics, "attack": result.attack, "config": cfg_dict, "wall_s": time.perf_counter() - t0}
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"

@@ -1,0 +1,107 @@
+"""Checks before any trial starts: each failure is one NoneSweepError line and exit code 2.
+
+Order: cheap and local first (space file, storage, tracking store, dataset), then the cluster's resources
+once Ray is up. Every check names what it tried and how to fix it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import ConfigError, DataError, ResourceError, TrackingError
+from .space import SweepSpace
+from .storage import SweepStorage
+
+#: Tracking probes must fail in seconds, not after MLflow's default 7 retries with back-off.
+PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+#: During the sweep the driver-side callback retries a little, then gives up and remembers (never blocks long).
+SWEEP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+@contextlib.contextmanager
+def env(values: dict[str, str], override: bool = True) -> Iterator[None]:
+    """Set environment variables for a block (``override=False`` keeps values the user set)."""
+    old = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
+        if override or k not in os.environ:
+            os.environ[k] = v
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def check_storage(storage: SweepStorage) -> None:
+    storage.check_writable()
+
+
+def check_tracking(uri: str, sweep: str) -> Any:
+    """Open the store and create (or find) the sweep's experiment; returns the tracker on success."""
+    from ..tracking.store import SweepTracker, sqlite_file
+
+    db = sqlite_file(uri)
+    if db is not None:
+        folder = db.expanduser().resolve().parent
+        if not folder.is_dir():
+            raise TrackingError(f"--tracking-uri {uri}: folder {folder} does not exist; create it or choose another path")
+        if not os.access(folder, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+            raise TrackingError(f"--tracking-uri {uri}: {db} is not writable")
+    with env(PROBE_ENV):
+        try:
+            tracker = SweepTracker(uri, sweep)
+            tracker.experiment_id  # noqa: B018  (creates the experiment: a real write)
+        except TrackingError:
+            raise
+        except Exception as exc:  # MlflowException, requests' ConnectionError, sqlalchemy errors
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise TrackingError(f"--tracking-uri {uri}: cannot use the tracking store ({type(exc).__name__}: {first})") from None
+    return tracker
+
+
+def check_dataset(space: SweepSpace) -> None:
+    """Load the base config's dataset once (it raises DataError saying how to get it)."""
+    from ..data import load_dataset
+
+    cfg = space.base_config()
+    try:
+        load_dataset(cfg.data, cfg.seed)
+    except DataError as exc:
+        raise DataError(f"{space.path}: base data: {exc}") from None
+    except ConfigError:
+        raise
+
+
+def check_resources(space: SweepSpace) -> dict[str, float]:
+    """Per-trial cpu/gpu must fit the largest alive node; returns the cluster's total CPU/GPU."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if not nodes:
+        raise ResourceError("the Ray cluster has no alive node")
+    largest_cpu = max(float(n["Resources"].get("CPU", 0)) for n in nodes)
+    largest_gpu = max(float(n["Resources"].get("GPU", 0)) for n in nodes)
+    r = space.resources
+    if r.cpu > largest_cpu:
+        raise ResourceError(
+            f"{space.path}: resources.cpu={r.cpu:g} per trial, but the largest Ray node has {largest_cpu:g} CPUs; "
+            f"lower resources.cpu or add a bigger node"
+        )
+    if r.gpu > largest_gpu:
+        have = "no GPU" if largest_gpu == 0 else f"{largest_gpu:g} GPUs"
+        raise ResourceError(
+            f"{space.path}: resources.gpu={r.gpu:g} per trial, but the largest Ray node has {have}; "
+            f"set resources.gpu=0 (CPU) or run on a GPU cluster (--address)"
+        )
+    total = ray.cluster_resources()
+    return {"CPU": float(total.get("CPU", 0)), "GPU": float(total.get("GPU", 0))}
+
+
+def resolve_path(path: str) -> str:
+    return str(Path(path).expanduser().resolve())

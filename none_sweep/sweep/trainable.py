@@ -1,0 +1,175 @@
+"""The Ray Tune function trainable: one trial = one :class:`~none_sweep.train.ExperimentRun`.
+
+Every epoch is one ``tune.report``; the first keys are ``asr``, ``clean_acc``, ``clean_acc_drop`` so Ray's
+trial table shows them. A checkpoint (the run's full state, the model's ``state_dict`` and ``outcome.json``)
+goes with each round end and with the final report, which also carries the run's result, every objective
+and constraint metric and the comparison with the sweep's baseline. A trial restarted by Ray (retry or
+``--resume``) continues from its latest checkpoint; one whose final checkpoint exists re-reports it without
+training again. A diverged run writes a marker checkpoint before raising, so retries fail at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import TrainingDiverged
+from .space import SweepSpace
+
+logger = logging.getLogger(__name__)
+
+RUN_STATE = "run.ckpt"
+MODEL_STATE = "model_state.pt"
+OUTCOME = "outcome.json"
+FIRST_KEYS = ("asr", "clean_acc", "clean_acc_drop", "epoch")
+
+
+def train_trial(config: dict[str, Any], *, space: SweepSpace, baseline: Mapping[str, Any], cache_root: str | None) -> None:
+    """Ray Tune entry point; ``config`` holds the sampled dotted keys."""
+    os.environ.pop("MLFLOW_RUN_ID", None)  # a driver's active run must never capture a trial
+    from ray import tune
+
+    from ..train import ExperimentRun, PretrainCache
+
+    trial_id = tune.get_context().get_trial_id()
+    cfg = space.trial_config(config, source=f"trial {trial_id}")
+    _set_threads(cfg)
+    base_metrics = dict(baseline.get("metrics", {}))
+    node = _node_id()
+    required = required_metrics(space)
+
+    checkpoint = tune.get_checkpoint()
+    run = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            outcome = _read_outcome(Path(folder))
+            if outcome.get("diverged"):
+                raise TrainingDiverged(outcome["reason"])
+            if outcome.get("final"):
+                tune.report({**outcome["metrics"], "node_id": node})
+                return
+            run = ExperimentRun(cfg, pretrain_cache=None, progress=logger.debug)
+            run.load_checkpoint(Path(folder) / RUN_STATE)
+    if run is None:
+        cache = PretrainCache(cache_root) if cache_root else None
+        run = ExperimentRun(cfg, pretrain_cache=cache, progress=logger.debug)
+
+    last = None
+    try:
+        for rep in run.epochs():
+            if rep.final:
+                last = rep  # reported below, together with the run's result and the final checkpoint
+                continue
+            metrics = epoch_metrics(rep, base_metrics, node, required)
+            if rep.round_end:
+                _report_with_checkpoint(run, metrics, {"final": False})
+            else:
+                tune.report(metrics)
+    except TrainingDiverged as exc:
+        epoch = len(run.history) + 1
+        marker = {**{m: math.nan for m in required}, "diverged": 1, "final": 0, "epoch": epoch, "node_id": node}
+        _report_with_checkpoint(None, marker, {"diverged": True, "reason": str(exc)})
+        raise
+    result = run.result()
+    final = final_metrics(last, result.metrics, base_metrics, node, required)
+    _report_with_checkpoint(run, final, {"final": True, "metrics": final})
+
+
+def required_metrics(space: SweepSpace) -> list[str]:
+    """Keys every report must hold (Ray checks the searcher's and the scheduler's metrics on each result)."""
+    keys = list(space.metrics) + [c.metric for c in space.constraints]
+    if space.scheduler.name != "none":
+        keys.append(space.scheduler.metric or space.metrics[0])
+    return list(dict.fromkeys(keys))
+
+
+def epoch_metrics(rep: Any, baseline: Mapping[str, Any], node: str, required: list[str] = ()) -> dict[str, Any]:
+    """One epoch's report: the table's columns first, then everything else the epoch measured.
+
+    A metric the epoch does not measure (``reasr`` before the end, ``asr`` without an attack) is NaN.
+    """
+    from ..train import compare_to_baseline
+
+    m: dict[str, Any] = {k: v for k, v in rep.metrics.items() if _scalar(v)}
+    if baseline:
+        m.update(compare_to_baseline(rep.metrics, baseline))
+    m.update(epoch=rep.epoch, round=rep.round, phase=rep.phase, round_end=int(rep.round_end),
+             final=int(rep.final), cached=int(getattr(rep, "cached", False)), node_id=node)  # fmt: skip
+    for key in required:
+        m.setdefault(key, math.nan)
+    return _ordered(m)
+
+
+def final_metrics(last: Any, result: Mapping[str, Any], baseline: Mapping[str, Any], node: str,
+                  required: list[str] = ()) -> dict[str, Any]:  # fmt: skip
+    """The last epoch's metrics, the run's result and the baseline comparison, in one report."""
+    from ..train import compare_to_baseline
+
+    m = epoch_metrics(last, baseline, node, required) if last is not None else {}
+    m.update({k: (float(v) if isinstance(v, bool) else v) for k, v in result.items() if _scalar(v)})
+    if baseline:
+        m.update(compare_to_baseline(result, baseline))
+    m["final"] = 1
+    for key in required:
+        if m.get(key) is None:
+            m[key] = math.nan  # the searcher fails the trial, saying which metric was missing
+    return _ordered(m)
+
+
+def _scalar(v: Any) -> bool:
+    """Numbers (NaN included: the searcher fails such a trial loudly) and booleans; not None, text or dicts."""
+    return isinstance(v, (bool, int, float))
+
+
+def _ordered(m: dict[str, Any]) -> dict[str, Any]:
+    out = {k: m[k] for k in FIRST_KEYS if k in m}
+    out.update((k, v) for k, v in m.items() if k not in out)
+    return out
+
+
+def _report_with_checkpoint(run: Any, metrics: dict[str, Any], outcome: dict[str, Any]) -> None:
+    import torch
+    from ray import tune
+
+    with tempfile.TemporaryDirectory(prefix="none-sweep-ckpt-") as folder:
+        path = Path(folder)
+        if run is not None:
+            run.save_checkpoint(path / RUN_STATE)
+            torch.save({k: v.detach().cpu() for k, v in run.model.state_dict().items()}, path / MODEL_STATE)
+        (path / OUTCOME).write_text(json.dumps(outcome, default=float), encoding="utf-8")
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _read_outcome(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / OUTCOME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _set_threads(cfg: Any) -> None:
+    """Use the trial's CPU share for torch threads unless the config pins ``train.num_threads``."""
+    if cfg.train.num_threads:
+        return
+    import torch
+    from ray import tune
+
+    try:
+        cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+    except Exception:  # outside Tune (tests calling the function directly)
+        cpus = 1
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:
+        return "local"

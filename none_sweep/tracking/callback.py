@@ -1,0 +1,220 @@
+"""The Ray Tune callback that records a sweep in MLflow, from the driver only.
+
+One process writes (the driver), so a SQLite store never sees competing writers. Runs are found by tags,
+not remembered: after ``Tuner.restore`` the trial → run map is rebuilt from the store (``ray.trial_id``
+under the sweep's parent), runs of resumed trials are reopened, runs of trials Ray finished while nobody
+was listening are back-filled, and RUNNING runs no Ray trial owns any more are marked FAILED.
+
+MLflow being unreachable never stops the sweep: a failed write is a warning, the trial is remembered, its
+unsent epochs are kept and retried (at most every ``retry_after_s``), and what is still missing at the end is
+listed with the ``none-sweep sync-mlflow`` command that back-fills it from Ray's records.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+from ..errors import ConfigError
+from .layout import EARLY_STOP_TAG, NODE_TAG
+from .sync import SyncStats, backfill_trial, create_child, error_reason, latest_model_state
+
+logger = logging.getLogger(__name__)
+
+_ACTIVE: dict[str, "MlflowSweepCallback"] = {}
+
+
+class MlflowSweepCallback(Callback):
+    """Parent run per sweep (created by the runner), nested child per trial; see ``docs/architecture.md``."""
+
+    def __init__(self, tracking_uri: str, sweep: str, space: Any, retry_after_s: float = 30.0) -> None:
+        self.tracking_uri = tracking_uri
+        self.sweep = sweep
+        self.space = space
+        self.retry_after_s = retry_after_s
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self._tracker: Any = None
+        self._runs: dict[str, str] = {}  # Ray trial id -> MLflow run id
+        self._pending: dict[str, list[dict[str, Any]]] = {}  # results not yet in MLflow
+        self._statuses: dict[str, str] = {}  # MLflow status of each known run
+        self._closed: set[str] = set()
+        self.missed: set[str] = set()  # trials MLflow may be missing something of
+        self._down_until = 0.0
+        self._reconciled = False
+        self.warnings = 0
+
+    # The callback is pickled into Ray's tuner.pkl: keep only its settings.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tracking_uri": self.tracking_uri, "sweep": self.sweep, "space": self.space, "retry_after_s": self.retry_after_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    @classmethod
+    def active(cls, sweep: str) -> "MlflowSweepCallback | None":
+        """The callback instance Ray used for ``sweep`` in this process (restored ones are Ray's own copies)."""
+        return _ACTIVE.get(sweep)
+
+    # ------------------------------------------------------------------ guarded MLflow access
+    def _call(self, what: str, trial_id: str | None, fn: Any, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        if time.monotonic() < self._down_until:
+            if trial_id:
+                self.missed.add(trial_id)
+            return False, None
+        try:
+            if self._tracker is None:
+                from .store import SweepTracker
+
+                self._tracker = SweepTracker(self.tracking_uri, self.sweep)
+            return True, fn(*args, **kwargs)
+        except Exception as exc:  # MLflow raises MlflowException, requests' errors, sqlite OperationalError, ...
+            self._down_until = time.monotonic() + self.retry_after_s
+            self.warnings += 1
+            if trial_id:
+                self.missed.add(trial_id)
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            logger.warning("MLflow: %s failed (%s: %s); the sweep goes on, retrying in %.0fs",
+                           what, type(exc).__name__, first, self.retry_after_s)  # fmt: skip
+            return False, None
+
+    @property
+    def tracker(self) -> Any:
+        if self._tracker is None:
+            from .store import SweepTracker
+
+            self._tracker = SweepTracker(self.tracking_uri, self.sweep)
+        return self._tracker
+
+    # ------------------------------------------------------------------ Ray hooks
+    def setup(self, **info: Any) -> None:
+        _ACTIVE[self.sweep] = self
+        ok, children = self._call("reading the sweep's runs", None, lambda: self.tracker.children())
+        if ok:
+            self._runs = {tid: run.info.run_id for tid, run in children.items()}
+            self._statuses = {tid: run.info.status for tid, run in children.items()}
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if not self._reconciled:
+            self._reconcile(trials)
+        elif self._pending and time.monotonic() >= self._down_until:
+            for trial in trials:
+                if self._pending.get(trial.trial_id):
+                    self._flush(trial)
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._ensure_run(trial)
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+        self._pending.setdefault(trial.trial_id, []).append(dict(result))
+        self._flush(trial)
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        run_id = self._ensure_run(trial)
+        if run_id:
+            reason = error_reason(trial)
+            self._call("tagging a retry", trial.trial_id, self.tracker.client.set_tag, run_id, "none_sweep.last_retry_error", reason[:5000])
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._close(trial, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._close(trial, "FAILED")
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        self._down_until = 0.0
+        for trial in trials:
+            if self._pending.get(trial.trial_id):
+                self._flush(trial)
+        self._reconcile(trials)
+
+    # ------------------------------------------------------------------ internals
+    def _ensure_run(self, trial: Any) -> str | None:
+        tid = trial.trial_id
+        if tid in self._runs:
+            if self._statuses.get(tid) not in (None, "RUNNING"):
+                ok, _ = self._call("reopening a run", tid, self.tracker.reopen_child, self._runs[tid])
+                if ok:
+                    self._statuses[tid] = "RUNNING"
+            self._closed.discard(tid)
+            return self._runs[tid]
+        ok, run_id = self._call("creating a trial run", tid, create_child, self.tracker, self.space, trial)
+        if ok:
+            self._runs[tid] = run_id
+            self._statuses[tid] = "RUNNING"
+            return run_id
+        return None
+
+    def _flush(self, trial: Any) -> None:
+        tid = trial.trial_id
+        rows = self._pending.get(tid)
+        if not rows:
+            return
+        run_id = self._ensure_run(trial)
+        if run_id is None:
+            return
+        ok, _ = self._call("logging epoch metrics", tid, self.tracker.log_results, run_id, rows)
+        if ok:
+            self._pending[tid] = []
+
+    def _close(self, trial: Any, status: str) -> None:
+        tid = trial.trial_id
+        self._flush(trial)
+        run_id = self._ensure_run(trial)
+        if run_id is None or self._pending.get(tid):
+            return  # MLflow is down: the end-of-sweep reconcile (or sync-mlflow) closes it
+        tags = {}
+        last = trial.last_result or {}
+        if last.get("node_id"):
+            tags[NODE_TAG] = str(last["node_id"])
+        if status == "FINISHED":
+            if not last.get("final"):
+                tags[EARLY_STOP_TAG] = "true"
+            config = self._resolved(trial)
+            if config is not None:
+                self._call("logging the model", tid, latest_model_state(trial), lambda p: self.tracker.log_model(run_id, config, p))
+            ok, _ = self._call("closing a trial run", tid, self.tracker.finish_child, run_id, "FINISHED", None, tags)
+        else:
+            ok, _ = self._call("closing a failed trial run", tid, self.tracker.finish_child, run_id, "FAILED", error_reason(trial), tags)
+        if ok:
+            self._closed.add(tid)
+            self._statuses[tid] = status
+
+    def _resolved(self, trial: Any) -> dict[str, Any] | None:
+        from ..config import to_dict
+
+        try:
+            return to_dict(self.space.trial_config(trial.config, source=f"trial {trial.trial_id}"))
+        except ConfigError:
+            return None
+
+    def _reconcile(self, trials: list[Any]) -> None:
+        """Runs vs Ray trials: back-fill trials Ray finished unheard, fail runs no trial owns."""
+        ok, children = self._call("reading the sweep's runs", None, lambda: self.tracker.children())
+        if not ok:
+            return
+        by_id = {t.trial_id: t for t in trials}
+        stats = SyncStats()
+        for tid, run in children.items():
+            self._runs.setdefault(tid, run.info.run_id)
+            if run.info.status == "RUNNING" and tid not in by_id:
+                self._call("failing an orphaned run", tid, self.tracker.finish_child, run.info.run_id, "FAILED",
+                           "orphaned: the sweep driver stopped before Ray recorded this trial")  # fmt: skip
+        for tid, trial in by_id.items():
+            terminal = trial.status in ("TERMINATED", "ERROR")
+            run = children.get(tid)
+            if terminal and (run is None or run.info.status == "RUNNING" or tid in self.missed):
+                ok, run_id = self._call("back-filling a trial", tid, backfill_trial, self.tracker, self.space, trial, run, stats, mark=False)
+                if ok:
+                    self._runs[tid] = run_id
+                    self._closed.add(tid)
+                    self.missed.discard(tid)
+                    self._pending.pop(tid, None)
+        self._reconciled = True
+        if stats.created or stats.closed:
+            logger.info("MLflow: reconciled with Ray: %s", stats.line())

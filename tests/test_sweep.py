@@ -1,0 +1,200 @@
+"""Real sweeps on a local Ray instance, real Optuna and a real MLflow SQLite store (digits: seconds per trial).
+
+One 6-trial ``digits_tiny`` sweep is shared by the checks that read it (MLflow layout vs Ray's results, the
+Optuna Pareto front vs the non-dominated trials computed here, the model, ``sync-mlflow``); a 3-trial sweep
+with a diverging point checks failure handling. Both share one Ray instance.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from none_sweep.cli import main
+from none_sweep.errors import ConfigError, StorageError
+from none_sweep.sweep.pareto import non_dominated
+from none_sweep.sweep.runner import SweepOptions, run_sweep
+from none_sweep.sweep.search import FAIL_ATTR, RAY_TRIAL_ATTR, open_study
+from none_sweep.tracking.store import SweepTracker
+
+ROOT = Path(__file__).parents[1]
+DIGITS = ROOT / "search_spaces" / "digits_tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+def ray_trials(storage: Path, name: str) -> list[Any]:
+    from ray.tune import ExperimentAnalysis
+
+    return list(ExperimentAnalysis(str(storage / name)).trials)
+
+
+@pytest.fixture(scope="module")
+def digits_sweep(tmp_path_factory, ray_local) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("digits")
+    lines: list[str] = []
+    opts = SweepOptions(space_path=str(DIGITS), name="digits-test", storage=str(root / "ray"),
+                        tracking_uri=f"sqlite:///{root / 'mlflow.db'}")  # fmt: skip
+    t0 = time.monotonic()
+    code = run_sweep(opts, say=lines.append)
+    return {"root": root, "code": code, "lines": lines, "seconds": time.monotonic() - t0, "opts": opts,
+            "uri": opts.tracking_uri, "trials": ray_trials(root / "ray", "digits-test")}  # fmt: skip
+
+
+def test_six_trial_sweep_completes_in_minutes(digits_sweep) -> None:
+    assert digits_sweep["code"] == 0, "\n".join(digits_sweep["lines"])
+    trials = digits_sweep["trials"]
+    assert len(trials) == 6 and all(t.status == "TERMINATED" for t in trials)
+    assert digits_sweep["seconds"] < 180, f"6 digits trials took {digits_sweep['seconds']:.0f}s"
+    for t in trials:  # every final report carries the objectives and the constraint metric
+        last = t.last_result
+        assert last["final"] == 1 and {"asr", "clean_acc", "clean_acc_drop", "asr_reduction", "der"} <= set(last)
+    text = "\n".join(digits_sweep["lines"])
+    assert f"mlflow ui --backend-store-uri {digits_sweep['uri']}" in text and "experiment 'digits-test'" in text
+    assert "Pareto front (asr min, clean_acc max; feasible: clean_acc_drop <= 0.05):" in text
+
+
+def test_mlflow_holds_one_parent_and_one_child_per_trial_matching_ray(digits_sweep) -> None:
+    tracker = SweepTracker(digits_sweep["uri"], "digits-test")
+    client = tracker.client
+    runs = client.search_runs([tracker.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("none_sweep.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("none_sweep.role") == "trial"]
+    assert len(parents) == 1 and len(children) == 6
+    parent = parents[0]
+    assert parent.data.tags["none_sweep.status"] == "finished" and parent.info.status == "FINISHED"
+    assert {"baseline_asr", "baseline_clean_acc", "baseline_robust_acc", "pretrain_saved_s"} <= set(parent.data.metrics)
+    assert {"space.yaml", "pareto_front.csv", "baseline_config.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    by_trial = {r.data.tags["ray.trial_id"]: r for r in children}
+    for t in digits_sweep["trials"]:
+        run = by_trial[t.trial_id]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
+        for key in ("asr", "clean_acc", "clean_acc_drop", "der"):
+            assert run.data.metrics[key] == pytest.approx(t.last_result[key]), key
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "clean_acc")]
+        assert sorted(steps) == list(range(1, t.last_result["epoch"] + 1))  # one value per epoch, step=epoch
+        assert run.data.params["defense.lamda_l"] == str(t.config["defense.lamda_l"])
+        assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    baseline = parent.data.metrics["baseline_clean_acc"]
+    for run in children:
+        assert run.data.metrics["clean_acc_drop"] == pytest.approx(baseline - run.data.metrics["clean_acc"])
+    assert sum(r.data.tags.get("none_sweep.point") == "paper_defaults" for r in children) == 1
+
+
+def test_logged_model_loads_and_config_artifact_runs_as_is(digits_sweep, tmp_path: Path) -> None:
+    import mlflow
+    import torch
+
+    from none_sweep.config import load_config
+
+    tracker = SweepTracker(digits_sweep["uri"], "digits-test")
+    run = next(iter(tracker.children().values()))
+    mlflow.set_tracking_uri(digits_sweep["uri"])
+    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    path = tracker.client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
+    cfg = load_config(path)
+    assert cfg.defense.lamda_l == pytest.approx(float(run.data.params["defense.lamda_l"]))
+
+
+def test_optuna_front_equals_the_non_dominated_feasible_ray_trials(digits_sweep) -> None:
+    trials = digits_sweep["trials"]
+    feasible = [t for t in trials if t.last_result["clean_acc_drop"] <= 0.05]
+    points = [(t.last_result["asr"], t.last_result["clean_acc"]) for t in feasible]
+    expected = {feasible[i].trial_id for i in non_dominated(points, ["min", "max"])}
+    study = open_study(digits_sweep["root"] / "ray" / "digits-test" / "optuna.journal", "digits-test")
+    assert len(study.trials) == 6 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert {t.user_attrs[RAY_TRIAL_ATTR] for t in study.best_trials} == expected and expected
+
+
+def test_resume_of_a_finished_sweep_reruns_nothing(digits_sweep) -> None:
+    opts = copy.copy(digits_sweep["opts"])
+    opts.resume = True
+    lines: list[str] = []
+    assert run_sweep(opts, say=lines.append) == 0
+    assert any("baseline: reusing" in line for line in lines)
+    after = ray_trials(digits_sweep["root"] / "ray", "digits-test")
+    assert {t.trial_id: t.last_result["training_iteration"] for t in after} == {
+        t.trial_id: t.last_result["training_iteration"] for t in digits_sweep["trials"]
+    }
+    runs = SweepTracker(digits_sweep["uri"], "digits-test").client.search_runs(
+        [SweepTracker(digits_sweep["uri"], "digits-test").experiment_id]
+    )
+    assert len(runs) == 7  # still one parent and six children
+    with pytest.raises(StorageError, match="already exists"):
+        run_sweep(SweepOptions(space_path=str(DIGITS), name="digits-test", storage=opts.storage,
+                               tracking_uri=opts.tracking_uri))  # fmt: skip
+
+
+def test_sync_mlflow_rebuilds_a_lost_tracking_store(digits_sweep, tmp_path: Path) -> None:
+    fresh = f"sqlite:///{tmp_path / 'rebuilt.db'}"
+    code = main(["sync-mlflow", "--name", "digits-test", "--storage", str(digits_sweep["root"] / "ray"),
+                 "--tracking-uri", fresh])  # fmt: skip
+    assert code == 0
+    old = SweepTracker(digits_sweep["uri"], "digits-test").children()
+    new_tracker = SweepTracker(fresh, "digits-test")
+    new = new_tracker.children()
+    assert set(new) == set(old) and len(new) == 6
+    for tid, run in new.items():
+        assert run.info.status == "FINISHED" and run.data.tags.get("none_sweep.synced") == "true"
+        for key in ("asr", "clean_acc", "clean_acc_drop"):
+            assert run.data.metrics[key] == pytest.approx(old[tid].data.metrics[key])
+        assert new_tracker.has_model(run.info.run_id)
+    parent = new_tracker.client.get_run(new_tracker.parent_id)
+    assert parent.data.tags["none_sweep.status"] == "finished" and "baseline_asr" in parent.data.metrics
+    # a second sync finds nothing to do
+    assert main(["sync-mlflow", "--name", "digits-test", "--storage", str(digits_sweep["root"] / "ray"),
+                 "--tracking-uri", fresh]) == 0  # fmt: skip
+    assert len(SweepTracker(fresh, "digits-test").children()) == 6
+
+
+def test_a_diverging_trial_fails_everywhere_and_the_sweep_goes_on(tmp_path: Path, ray_local) -> None:
+    data = yaml.safe_load(DIGITS.read_text())
+    data["space"]["train.lr"] = {"type": "loguniform", "low": 0.01, "high": 10.0}
+    data["search"]["points_to_evaluate"] = [{"name": "explodes", "params": {"train.lr": 10.0, "train.momentum": 0.99}}]
+    data["space"]["train.momentum"] = {"type": "uniform", "low": 0.5, "high": 0.99}
+    data["num_samples"] = 3
+    data["max_failures"] = 1
+    space = tmp_path / "nan.yaml"
+    space.write_text(yaml.safe_dump(data))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    lines: list[str] = []
+    code = run_sweep(SweepOptions(space_path=str(space), name="nan", storage=str(tmp_path / "ray"), tracking_uri=uri),
+                     say=lines.append)  # fmt: skip
+    assert code == 0, "\n".join(lines)
+    trials = ray_trials(tmp_path / "ray", "nan")
+    (bad,) = [t for t in trials if t.config.get("_point") == "explodes"]
+    others = [t for t in trials if t is not bad]
+    assert bad.status == "ERROR" and "TrainingDiverged" in str(bad.get_error())
+    assert len(others) == 2 and all(t.status == "TERMINATED" for t in others)
+    study = open_study(tmp_path / "ray" / "nan" / "optuna.journal", "nan")
+    states = {t.user_attrs[RAY_TRIAL_ATTR]: t for t in study.trials}
+    assert states[bad.trial_id].state.name == "FAIL" and "errored" in states[bad.trial_id].user_attrs[FAIL_ATTR]
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 2
+    run = SweepTracker(uri, "nan").children()[bad.trial_id]
+    assert run.info.status == "FAILED" and run.data.tags["none_sweep.error"].startswith("TrainingDiverged: loss became")
+    assert any(math.isfinite(v) for v in run.data.metrics.values())  # the epochs before it diverged are there
+
+
+def test_cli_errors_are_one_line_exit_2(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("space: {defense.lamda_q: {type: uniform, low: 0.1, high: 0.2}}\n")
+    assert main(["sweep", str(bad), "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'defense.lamda_q' is not a config key" in err
+    assert main(["sweep", str(DIGITS), "--name", "nope", "--storage", str(tmp_path), "--resume"]) == 2
+    assert "no sweep 'nope'" in capsys.readouterr().err
+    with pytest.raises(ConfigError):
+        run_sweep(SweepOptions(space_path=str(DIGITS), resume=True))

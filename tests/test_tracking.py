@@ -1,0 +1,165 @@
+"""MLflow layout and the driver-side callback on a real SQLite store; outages never stop a sweep."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from none_sweep.sweep import load_space
+from none_sweep.sweep.preflight import SWEEP_ENV, env
+from none_sweep.tracking.callback import MlflowSweepCallback
+from none_sweep.tracking.layout import ERROR_TAG, PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_ID_TAG, metrics_of
+from none_sweep.tracking.store import SweepTracker
+
+DIGITS = Path(__file__).parents[1] / "search_spaces" / "digits_tiny.yaml"
+
+
+@dataclass
+class StubTrial:
+    """The few attributes of ``ray.tune.experiment.Trial`` the callback reads."""
+
+    trial_id: str
+    config: dict[str, Any]
+    status: str = "RUNNING"
+    last_result: dict[str, Any] = field(default_factory=dict)
+    checkpoint: Any = None
+    local_path: str | None = None
+    storage: Any = None
+    pickled_error_file: str | None = None
+    error_file: str | None = None
+
+    def __str__(self) -> str:
+        return f"train_trial_{self.trial_id}"
+
+    def get_pickled_error(self) -> None:
+        return None
+
+    def get_error(self) -> str:
+        return "Failure # 1\nnone_sweep.errors.TrainingDiverged: loss became nan at epoch 3"
+
+
+def epoch(e: int, **extra: Any) -> dict[str, Any]:
+    return {"asr": 1.0 - 0.1 * e, "clean_acc": 0.9, "loss": 1.0 / e, "epoch": e, "timestamp": time.time(),
+            "training_iteration": e, "phase": "pretrain", "node_id": "n1", "final": 0, **extra}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space(DIGITS)
+
+
+@pytest.fixture
+def uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_layout_parent_children_by_tag_and_resume_without_duplicates(uri: str, space) -> None:
+    tracker = SweepTracker(uri, "s1")
+    parent = tracker.start_parent({"sweep.num_samples": 6}, space.text, resume=False)
+    child = tracker.create_child("t1", "train_trial_t1", space.base_config(), tags={"none_sweep.point": "paper_defaults"})
+    assert tracker.log_results(child, [epoch(1), epoch(2), epoch(3, final=1)]) > 0
+    tracker.finish_child(child, "FINISHED")
+
+    again = SweepTracker(uri, "s1")  # a resumed driver: nothing in memory
+    assert again.start_parent({}, space.text, resume=True) == parent
+    children = again.children()
+    assert list(children) == ["t1"] and children["t1"].info.run_id == child
+    run = again.client.get_run(child)
+    tags = run.data.tags
+    assert tags[ROLE_TAG] == "trial" and tags[SWEEP_TAG] == "s1" and tags[TRIAL_ID_TAG] == "t1" and tags[PARENT_TAG] == parent
+    assert run.data.params["defense.lamda_l"] == "0.1" and run.data.params["data.name"] == "digits"
+    assert [m.step for m in again.client.get_metric_history(child, "asr")] == [1, 2, 3]
+    assert run.data.metrics["asr"] == pytest.approx(0.7)  # latest = the final epoch
+    assert "phase" not in run.data.metrics and "epoch" not in run.data.metrics
+    assert {a.path for a in again.client.list_artifacts(child)} == {"config.yaml"}
+    experiment = again.client.get_experiment(again.experiment_id)
+    assert experiment.name == "s1" and "mlartifacts" in experiment.artifact_location  # next to the DB, not in cwd
+
+
+def test_metrics_of_keeps_finite_numbers_only() -> None:
+    out = metrics_of({"asr": 0.1, "loss": float("nan"), "phase": "finetune", "epoch": 3, "config/x": 1.0,
+                      "pretrain_cached": True, "node_id": "abc", "time_total_s": 3.0, "final": 1})  # fmt: skip
+    assert out == {"asr": 0.1, "final": 1.0}
+
+
+def test_callback_records_trials_and_failures(uri: str, space) -> None:
+    SweepTracker(uri, "s2").start_parent({}, space.text, resume=False)
+    cb = MlflowSweepCallback(uri, "s2", space)
+    trials = [StubTrial("ok", {"defense.lamda_l": 0.2}), StubTrial("bad", {"defense.lamda_l": 0.25, "_point": "p"})]
+    cb.setup()
+    cb.on_step_begin(0, trials)
+    for t in trials:
+        cb.on_trial_start(0, trials, t)
+    for e in (1, 2):
+        for t in trials:
+            t.last_result = epoch(e)
+            cb.on_trial_result(0, trials, t, t.last_result)
+    trials[0].last_result = epoch(3, final=1)
+    cb.on_trial_result(0, trials, trials[0], trials[0].last_result)
+    trials[0].status = "TERMINATED"
+    cb.on_trial_complete(0, trials, trials[0])
+    trials[1].status = "ERROR"
+    cb.on_trial_error(0, trials, trials[1])
+    cb.on_experiment_end(trials)
+
+    runs = SweepTracker(uri, "s2").children()
+    assert set(runs) == {"ok", "bad"} and not cb.missed
+    assert runs["ok"].info.status == "FINISHED" and runs["ok"].data.params["defense.lamda_l"] == "0.2"
+    assert runs["bad"].info.status == "FAILED"
+    assert runs["bad"].data.tags[ERROR_TAG] == "none_sweep.errors.TrainingDiverged: loss became nan at epoch 3"
+    assert runs["bad"].data.tags["none_sweep.point"] == "p"
+
+
+def test_callback_survives_an_unreachable_server(space) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    cb = MlflowSweepCallback(f"http://127.0.0.1:{port}", "down", space, retry_after_s=0.0)
+    trial = StubTrial("t", {"defense.lamda_l": 0.2})
+    t0 = time.monotonic()
+    with env(SWEEP_ENV):
+        cb.setup()
+        cb.on_step_begin(0, [trial])
+        cb.on_trial_start(0, [trial], trial)
+        cb.on_trial_result(0, [trial], trial, epoch(1))
+        trial.status, trial.last_result = "TERMINATED", epoch(2, final=1)
+        cb.on_trial_complete(0, [trial], trial)
+        cb.on_experiment_end([trial])
+    assert time.monotonic() - t0 < 60
+    assert cb.missed == {"t"} and cb.warnings >= 3
+
+
+def test_epochs_logged_during_an_outage_are_sent_when_it_ends(uri: str, space, monkeypatch) -> None:
+    SweepTracker(uri, "s3").start_parent({}, space.text, resume=False)
+    cb = MlflowSweepCallback(uri, "s3", space, retry_after_s=0.0)
+    trial = StubTrial("t", {"defense.lamda_l": 0.2})
+    cb.setup()
+    cb.on_trial_start(0, [trial], trial)
+    real = cb.tracker.client.log_batch
+    down = {"on": True}
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if down["on"]:
+            raise ConnectionError("tracking server went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cb.tracker.client, "log_batch", flaky)
+    for e in (1, 2, 3):
+        cb.on_trial_result(0, [trial], trial, epoch(e))  # each write fails; rows are kept
+    assert "t" in cb.missed and len(cb._pending["t"]) == 3
+    down["on"] = False
+    cb.on_step_begin(1, [trial])  # first step: reconcile
+    cb.on_step_begin(2, [trial])  # the outage is over: pending rows go out
+    trial.status, trial.last_result = "TERMINATED", epoch(4, final=1)
+    cb.on_trial_result(0, [trial], trial, trial.last_result)
+    cb.on_trial_complete(0, [trial], trial)
+    cb.on_experiment_end([trial])
+    run = SweepTracker(uri, "s3").children()["t"]
+    steps = [m.step for m in cb.tracker.client.get_metric_history(run.info.run_id, "asr")]
+    assert sorted(steps) == [1, 2, 3, 4] and run.info.status == "FINISHED"
+    assert not cb.missed
