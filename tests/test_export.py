@@ -54,6 +54,7 @@ def test_provenance_header(store, tmp_path, capsys):
     assert "# metrics: asr=0.0150 clean_acc=0.9550 clean_acc_drop=0.0150" in head
     assert "# baseline: baseline_asr=0.9500 baseline_clean_acc=0.9700 baseline_robust_acc=0.0400" in head
     assert re.search(r"# code: exported by none-sweep \d+\.\d+\.\d+", head)
+    assert "; the sweep ran version.none_sweep=0.1.0" in head
     assert re.search(r"# date: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", head)
 
 

@@ -108,9 +108,9 @@ def populate_store(root: Path, models: tuple[str, ...] = ()) -> Store:
         "none_sweep.role": "sweep", "none_sweep.sweep": SWEEP, "none_sweep.status": "finished"})
     pid = parent.info.run_id
     client.log_batch(pid, params=[
-        Param("space_file", "search_spaces/digits_tiny.yaml"), Param("ray_version", "2.60.0"),
-        Param("optuna_version", "5.0.0"), Param("mlflow_version", mlflow.__version__),
-        Param("num_samples", str(len(TRIALS) + 2)),
+        Param("sweep.space_file", "search_spaces/digits_tiny.yaml"), Param("sweep.num_samples", str(len(TRIALS) + 2)),
+        Param("version.none_sweep", "0.1.0"), Param("version.ray", "2.60.0"), Param("version.optuna", "5.0.0"),
+        Param("version.mlflow", mlflow.__version__),
     ], metrics=[Metric(k, v, 0, 0) for k, v in BASELINE.items()])
     client.log_text(pid, "space: {}\n", "space.yaml")
     client.log_text(pid, dump_config(trial_config("baseline", (0.05, 0.1, 0.9, 1e-4))), "baseline_config.yaml")

@@ -22,8 +22,11 @@ CONFIG_ARTIFACT = "config.yaml"
 MODEL_ARTIFACT = "model"
 #: Final metrics copied into the header and onto registered model versions (when the trial logged them).
 REPORTED_METRICS = ("asr", "clean_acc", "clean_acc_drop", "robust_acc", "asr_reduction", "der")
-#: Run tags that say which code produced a trial, if the sweep logged one.
+#: Run tags that say which code produced a trial, if the sweep logged one; else the sweep run's params.
 CODE_TAGS = ("none_sweep.code_version", "mlflow.source.git.commit")
+CODE_PARAMS = ("version.none_sweep", "version.git", "version.torch")
+#: The baseline metrics quoted (the sweep run logs more, e.g. timings).
+BASELINE_KEYS = ("baseline_asr", "baseline_clean_acc", "baseline_robust_acc")
 
 
 def read_config_text(client: Any, uri: str, trial: Trial) -> str:
@@ -39,7 +42,7 @@ def read_config_text(client: Any, uri: str, trial: Trial) -> str:
         return Path(local).read_text(encoding="utf-8")
 
 
-def check_runnable(text: str, trial: Trial) -> None:
+def check_runnable(text: str, trial: Trial, sweep: Sweep) -> None:
     """The stored config validates with this code version (else ``none-sweep train`` would refuse it)."""
     from ..config import config_from_dict
 
@@ -53,7 +56,7 @@ def check_runnable(text: str, trial: Trial) -> None:
     try:
         config_from_dict(data, source=source)
     except ConfigError as exc:
-        raise ConfigError(f"{exc}; the sweep ran a different none-sweep version ({sweep_code(trial)})") from None
+        raise ConfigError(f"{exc}; the sweep ran a different none-sweep version ({sweep_code(trial, sweep)})") from None
 
 
 def check_exportable(trial: Trial) -> None:
@@ -63,8 +66,16 @@ def check_exportable(trial: Trial) -> None:
         raise TrackingError(f"{trial.label} is {trial.status}, not FINISHED; export takes finished trials")
 
 
-def sweep_code(trial: Trial) -> str:
-    return next((f"{tag}={trial.tags[tag]}" for tag in CODE_TAGS if tag in trial.tags), "code version not logged")
+def sweep_code(trial: Trial, sweep: Sweep) -> str:
+    """What the trial's run (or its sweep run) recorded about the code that produced it."""
+    found = [f"{tag}={trial.tags[tag]}" for tag in CODE_TAGS if tag in trial.tags]
+    parent = sweep.parent.params if sweep.parent else {}
+    found += [f"{key}={parent[key]}" for key in CODE_PARAMS if key in parent]
+    return " ".join(found) or "code version not logged"
+
+
+def baseline(sweep: Sweep) -> dict[str, float]:
+    return {k: sweep.baseline[k] for k in BASELINE_KEYS if k in sweep.baseline}
 
 
 def _metrics_line(values: dict[str, float]) -> str:
@@ -82,8 +93,8 @@ def provenance(trial: Trial, sweep: Sweep, rule: str) -> dict[str, str]:
         "run": f"{trial.run_id} (ray trial {trial.trial_id or 'n/a'}, run name {trial.run_name}), parent run {parent}",
         "rule": rule,
         "metrics": _metrics_line(metrics),
-        "baseline": _metrics_line(sweep.baseline),
-        "code": f"exported by {code_version()}; trial ran {sweep_code(trial)}",
+        "baseline": _metrics_line(baseline(sweep)),
+        "code": f"exported by {code_version()}; the sweep ran {sweep_code(trial, sweep)}",
         "date": utc_now(),
     }
 
@@ -98,7 +109,7 @@ def export_config(client: Any, trial: Trial, sweep: Sweep, rule: str, out: str |
     """Write ``out``: the provenance header, then the trial's stored config verbatim."""
     check_exportable(trial)
     text = read_config_text(client, sweep.tracking_uri, trial)
-    check_runnable(text, trial)
+    check_runnable(text, trial, sweep)
     out = Path(out)
     if out.parent != Path("."):
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +149,7 @@ def register_model(client: Any, trial: Trial, sweep: Sweep, rule: str, name: str
         first = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else type(exc).__name__
         raise TrackingError(f"cannot register {source} as {name!r} at {uri}: {first}") from None
     tags = {k: str(trial.metrics[k]) for k in REPORTED_METRICS if k in trial.metrics}
-    tags.update({k: str(v) for k, v in sweep.baseline.items()})
+    tags.update({k: str(v) for k, v in baseline(sweep).items()})
     tags.update({
         "none_sweep.sweep": sweep.name, "none_sweep.run_id": trial.run_id,
         "none_sweep.trial_id": trial.trial_id or "", "none_sweep.rule": rule,

@@ -136,6 +136,7 @@ def open_client(tracking_uri: str | None) -> tuple[Any, str]:
     import mlflow
     from mlflow import MlflowClient
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in one-line CLI output
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
     if uri.startswith("sqlite:"):
         db = sqlite_path(uri)
