@@ -1,6 +1,6 @@
 """End to end, as on a cluster: a Ray head started with ``ray start``, the sweep launched by the ``ray submit``
-entry script, then ``export`` → ``none-sweep train`` on the exported file, and ``--verify-seeds 3`` on the
-cluster. Real Ray, real MLflow, real training on scikit-learn digits (search_spaces/digits_tiny.yaml).
+entry script, then ``export`` → ``none-sweep train`` on the exported file, ``--verify-seeds 3`` on the
+cluster, and ``--register-model`` whose registered network scores the trial's clean accuracy. Real Ray, real MLflow, real training on scikit-learn digits (search_spaces/digits_tiny.yaml).
 
 The head runs as ``ray start --head --block`` in its own process group and is ended by that group's id (not
 ``ray stop --force``, which would stop every Ray process on a machine shared with other test runs). Ray token
@@ -87,6 +87,25 @@ def _group_alive(pgid: int) -> bool:
     return any(line.split()[0] == str(pgid) and not line.split()[1].startswith("Z") for line in out.splitlines())
 
 
+def registered_model_accuracy(uri: str, name: str, config_path: Path) -> float:
+    """Load version 1 of ``name`` from the registry and score it on the config's clean test split."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    from none_sweep.config import load_config
+    from none_sweep.data import load_dataset, normalize
+
+    cfg = load_config(config_path)
+    data = load_dataset(cfg.data, cfg.seed)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    model = mlflow.pytorch.load_model(f"models:/{name}/1", map_location="cpu").eval()
+    with torch.no_grad():
+        predictions = model(normalize(data.test_x, data.info)).argmax(dim=1)
+    return float((predictions == data.test_y).float().mean())
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_submit_sweep_then_export_train_and_verify(tmp_path, monkeypatch, capsys):
@@ -116,7 +135,7 @@ def test_submit_sweep_then_export_train_and_verify(tmp_path, monkeypatch, capsys
         monkeypatch.setenv("RAY_ADDRESS", address)
         out = tmp_path / "best_defense.yaml"
         rc = run_cli(["export", "--experiment", "e2e", "--knee", "--out", str(out), "--verify-seeds", "3",
-                      "--tracking-uri", uri])
+                      "--register-model", "e2e-none", "--tracking-uri", uri])
         printed = capsys.readouterr()
         assert rc == 0, printed.err
         assert "fresh seeds 1..3 (n=3)" in printed.out
@@ -125,6 +144,7 @@ def test_submit_sweep_then_export_train_and_verify(tmp_path, monkeypatch, capsys
         assert all(0.5 < r["clean_acc"] <= 1.0 for r in verify["per_seed"])
 
     chosen = client.get_run(verify["run_id"]).data.metrics
+    assert registered_model_accuracy(uri, "e2e-none", out) == pytest.approx(chosen["clean_acc"], abs=1e-6)
     trained = subprocess.run(
         [sys.executable, "-m", "none_sweep", "train", str(out), "--out", str(tmp_path / "train"), "--quiet"],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,

@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.register_model:
         version = export.register_model(client, trial, sweep, rule, args.register_model)
-        print(f"  registered models:/{args.register_model}/{version.version} (from runs:/{trial.run_id}/model)")
+        print(f"  registered models:/{args.register_model}/{version.version} "
+              f"(runs:/{trial.run_id}/model = {version.source})")
 
     if args.verify_seeds:
         config = verify.config_mapping(export.read_config_text(client, uri, trial))

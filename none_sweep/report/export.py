@@ -117,30 +117,32 @@ def export_config(client: Any, trial: Trial, sweep: Sweep, rule: str, out: str |
     return out
 
 
-def has_logged_model(client: Any, trial: Trial, sweep: Sweep) -> bool:
-    """A LoggedModel named ``model`` from this run (MLflow 3), or run artifacts under ``model/`` (MLflow 2)."""
+def logged_model_uri(client: Any, trial: Trial, sweep: Sweep) -> str | None:
+    """Where the trial's ``model`` lives: its MLflow 3 LoggedModel (``models:/m-...``), else run artifacts
+    under ``model/`` (``runs:/ID/model``, MLflow 2 layout); None when it logged no model."""
     try:
         found = client.search_logged_models(
             [sweep.experiment_id], filter_string=f"source_run_id = '{trial.run_id}' AND name = '{MODEL_ARTIFACT}'",
             max_results=1)
         if len(found):
-            return True
+            return f"models:/{found[0].model_id}"
     except Exception:  # an older server without logged models: fall back to the artifact listing
         pass
     listed = tracking_call("listing the run's artifacts", sweep.tracking_uri, client.list_artifacts,
                            trial.run_id, MODEL_ARTIFACT)
-    return len(listed) > 0
+    return f"runs:/{trial.run_id}/{MODEL_ARTIFACT}" if len(listed) else None
 
 
 def register_model(client: Any, trial: Trial, sweep: Sweep, rule: str, name: str) -> Any:
-    """Register ``runs:/<id>/model`` as a new version of ``name``; metrics and provenance become tags."""
+    """Register the trial's ``model`` (``runs:/<id>/model``) as a new version of ``name``; metrics and provenance
+    become version tags. Returns the ``ModelVersion``."""
     import mlflow
 
     uri = sweep.tracking_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    source = f"runs:/{trial.run_id}/{MODEL_ARTIFACT}"
-    if not has_logged_model(client, trial, sweep):
+    source = logged_model_uri(client, trial, sweep)
+    if source is None:
         raise TrackingError(f"{trial.label} has no logged model under '{MODEL_ARTIFACT}', so there is nothing to "
                             f"register as {name!r}; the config was exported")
     try:

@@ -85,6 +85,7 @@ def plot_pareto(
     paper: Trial | None = None,
     chosen: Trial | None = None,
     chosen_label: str = "chosen",
+    paper_label: str = "paper defaults (nearest trial)",
 ) -> Path:
     """ASR vs clean accuracy for every finished trial; front highlighted and connected. Writes a PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -105,7 +106,7 @@ def plot_pareto(
                    label="undefended baseline")
     if paper is not None:
         ax.scatter([100 * paper.asr], [100 * paper.clean_acc], marker="D", s=90, facecolors="none",
-                   edgecolors="#00798c", linewidths=2, zorder=6, label="paper defaults (nearest trial)")
+                   edgecolors="#00798c", linewidths=2, zorder=6, label=paper_label)
     if chosen is not None:
         ax.scatter([100 * chosen.asr], [100 * chosen.clean_acc], marker="*", s=260, c="#edae49",
                    edgecolors="black", zorder=7, label=chosen_label)
@@ -113,7 +114,7 @@ def plot_pareto(
     ax.set_ylabel("clean accuracy (%) — higher is better")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8, framealpha=0.9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, format="png")

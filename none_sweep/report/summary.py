@@ -91,8 +91,10 @@ def build_report(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    tagged = paper is not None and paper.tags.get(POINT_TAG) == "paper_defaults"
     plot_pareto(finished, out / "pareto.png", title=f"{sweep.name}: ASR vs clean accuracy",
-                baseline=baseline, paper=paper, chosen=chosen, chosen_label=f"chosen ({rule.kind})")
+                baseline=baseline, paper=paper, chosen=chosen, chosen_label=f"chosen ({rule.kind})",
+                paper_label="paper defaults" + (" (evaluated point)" if tagged else " (nearest trial)"))
     _write_front_csv(front, axes, out / "front.csv")
     summary = {
         "experiment": sweep.name,
@@ -112,6 +114,7 @@ def build_report(
         "chosen": _point(chosen, axes),
         "knee": _point(knee_trial, axes),
         "paper_defaults": _point(paper, axes),
+        "paper_defaults_tagged": tagged,
         "front": [_point(t, axes) for t in front],
         "importance_evaluator": evaluator,
         "importances": importances,
@@ -169,7 +172,8 @@ def render_markdown(s: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
         _row(f"chosen ({s['rule']})", s["chosen"]),
         _row("knee of the front", s["knee"]),
-        _row("paper defaults (nearest trial)", s["paper_defaults"]),
+        _row("paper defaults" + (" (evaluated point)" if s["paper_defaults_tagged"] else " (nearest trial)"),
+             s["paper_defaults"]),
         "",
     ]
     if s["rule_note"]:
