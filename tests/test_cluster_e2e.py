@@ -1,6 +1,7 @@
 """End to end, as on a cluster: a Ray head started with ``ray start``, the sweep launched by the ``ray submit``
 entry script, then ``export`` → ``none-sweep train`` on the exported file, ``--verify-seeds 3`` on the
-cluster, and ``--register-model`` whose registered network scores the trial's clean accuracy. Real Ray, real MLflow, real training on scikit-learn digits (search_spaces/digits_tiny.yaml).
+cluster, and ``--register-model`` whose registered network scores the trial's clean accuracy. Real Ray,
+real MLflow, real training on scikit-learn digits (search_spaces/digits_tiny.yaml).
 
 The head runs as ``ray start --head --block`` in its own process group and is ended by that group's id (not
 ``ray stop --force``, which would stop every Ray process on a machine shared with other test runs). Ray token

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from test_report_store import EXPECTED, SWEEP, TRIALS, name_of, populate_store
+from test_report_store import EXPECTED, SWEEP, name_of, populate_store
 
 from none_sweep.errors import ConfigError, TrackingError
 from none_sweep.report.pareto import dominates, front_trials, knee, knee_distance, pareto_front
@@ -185,7 +185,8 @@ def test_report_command_writes_files_and_logs_them(store, tmp_path, capsys):
     client, uri = open_client(store.uri)
     sweep = load_sweep(client, uri, SWEEP)
     points = [(t.asr, t.clean_acc) for t in sweep.finished]
-    assert sorted(p["run_id"] for p in summary["front"]) == sorted(sweep.finished[i].run_id for i in brute_front(points))
+    expected_front = sorted(sweep.finished[i].run_id for i in brute_front(points))
+    assert sorted(p["run_id"] for p in summary["front"]) == expected_front
     md = (out / "report.md").read_text()
     assert "![ASR vs clean accuracy](pareto.png)" in md and "## Parameter importance" in md
     assert "7 of 10 finished trials (70.0%) meet the rule" in md

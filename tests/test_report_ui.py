@@ -108,7 +108,8 @@ class DevTools:
 
 
 CLICK_BUTTON = """(label) => { const b = Array.from(document.querySelectorAll('button')).find(
-  e => (e.innerText || e.getAttribute('aria-label') || '').trim() === label); if (!b) return false; b.click(); return true; }"""
+  e => (e.innerText || e.getAttribute('aria-label') || '').trim() === label);
+  if (!b) return false; b.click(); return true; }"""
 CLICK_MENU_ITEM = """(label) => { const menu = document.querySelector('[data-radix-popper-content-wrapper]');
   if (!menu) return false; const el = Array.from(menu.querySelectorAll('*')).find(
   e => e.children.length === 0 && e.textContent.trim() === label); if (!el) return false; el.click(); return true; }"""

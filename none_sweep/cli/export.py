@@ -79,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
             pid = sweep.parent.run_id
             tracking_call("logging the verification", uri, client.log_artifact, pid, str(path), "verify")
             for key, s in summary["summary"].items():
-                if s["mean"] is not None:
-                    tracking_call("logging the verification", uri, client.log_metric, pid, f"verify_{key}_mean", s["mean"])
-                    tracking_call("logging the verification", uri, client.log_metric, pid, f"verify_{key}_sd", s["sd"])
+                for stat in ("mean", "sd"):
+                    if s[stat] is not None:
+                        tracking_call("logging the verification", uri, client.log_metric, pid,
+                                      f"verify_{key}_{stat}", s[stat])
             print(f"  logged to the sweep run {pid} (verify/{path.name}, verify_* metrics)")
     return 0

@@ -85,4 +85,5 @@ def format_table(rows: Sequence[SweepRow], max_drop: float) -> str:
              "-" if r.best_asr is None else f"{r.best_asr:.4f}", _when(r.started_ms),
              _duration(r.started_ms, r.ended_ms)] for r in rows]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *body])
+    lines = ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *body])
+    return "\n".join(line.rstrip() for line in lines)

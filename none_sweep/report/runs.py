@@ -163,7 +163,8 @@ def tracking_call(what: str, uri: str, fn: Callable[..., Any], *args: Any, **kwa
     except MlflowException as exc:
         raise TrackingError(f"{what} at {uri} failed: {_first_line(exc.message)}") from None
     except (OSError, ConnectionError) as exc:
-        raise TrackingError(f"{what}: cannot reach the tracking store {uri} ({exc.__class__.__name__}: {exc})") from None
+        raise TrackingError(
+            f"{what}: cannot reach the tracking store {uri} ({exc.__class__.__name__}: {exc})") from None
 
 
 def _first_line(text: str) -> str:
