@@ -106,3 +106,18 @@ def test_non_dominated_helper_matches_optuna() -> None:
     for p in points:
         study.add_trial(optuna.trial.create_trial(values=list(p)))
     assert sorted(t.number for t in study.best_trials) == [0, 1, 3, 4]
+
+
+def test_asha_takes_one_scalar_metric_and_every_report_carries_the_searched_ones() -> None:
+    from ray.tune.schedulers import ASHAScheduler
+
+    from none_sweep.sweep.runner import _scheduler
+    from none_sweep.sweep.trainable import required_metrics
+
+    space = load_space(Path(__file__).parents[1] / "search_spaces" / "cifar10_resnet18_badnets.yaml")
+    scheduler = _scheduler(space)
+    assert isinstance(scheduler, ASHAScheduler) and scheduler.metric == "asr" and scheduler._mode == "min"
+    assert required_metrics(space) == ["asr", "clean_acc", "clean_acc_drop"]
+    assert _scheduler(load_space(DIGITS)) is None
+    natural = load_space(Path(__file__).parents[1] / "search_spaces" / "fmnist_natural.yaml")
+    assert required_metrics(natural) == ["reasr", "clean_acc", "clean_acc_drop"]

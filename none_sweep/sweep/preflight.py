@@ -7,6 +7,7 @@ once Ray is up. Every check names what it tried and how to fix it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,6 +20,24 @@ from .storage import SweepStorage
 PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 #: During the sweep the driver-side callback retries a little, then gives up and remembers (never blocks long).
 SWEEP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+#: MLflow announces the creation of a new SQLite store at INFO on stderr; a failing preflight must stay one line.
+DB_SETUP_LOGGERS = ("mlflow.store.db.utils", "alembic")
+
+
+@contextlib.contextmanager
+def quiet(names: tuple[str, ...], level: int = logging.WARNING) -> Iterator[None]:
+    """Raise the named loggers to ``level`` for a block."""
+    loggers = [logging.getLogger(n) for n in names]
+    old = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(level, lg.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, old):
+            lg.setLevel(lvl)
 
 
 @contextlib.contextmanager
@@ -53,7 +72,7 @@ def check_tracking(uri: str, sweep: str) -> Any:
             raise TrackingError(f"--tracking-uri {uri}: folder {folder} does not exist; create it or choose another path")
         if not os.access(folder, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
             raise TrackingError(f"--tracking-uri {uri}: {db} is not writable")
-    with env(PROBE_ENV):
+    with env(PROBE_ENV), quiet(DB_SETUP_LOGGERS):
         try:
             tracker = SweepTracker(uri, sweep)
             tracker.experiment_id  # noqa: B018  (creates the experiment: a real write)

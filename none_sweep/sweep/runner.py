@@ -132,8 +132,13 @@ def resolve_sweep(opts: SweepOptions, default_uri: str) -> tuple[SweepSpec, Swee
             raise ConfigError("--resume needs --name (the sweep to resume)")
         storage = SweepStorage(opts.storage, opts.name)
         spec = SweepSpec.load(storage)
-        if opts.overrides:
-            raise ConfigError("--resume continues the sweep as it was started; --set cannot change it (start a new --name)")
+        changed = [flag for flag, value in (("--set", opts.overrides), ("--num-samples", opts.num_samples),
+                                            ("--max-concurrent", opts.max_concurrent)) if value]  # fmt: skip
+        if changed:
+            raise ConfigError(
+                f"--resume continues the sweep as it was started; {', '.join(changed)} cannot change it "
+                "(start a new --name instead)"
+            )
         if opts.tracking_uri and opts.tracking_uri != spec.tracking_uri:
             raise ConfigError(
                 f"sweep {opts.name!r} records to {spec.tracking_uri}; resume without --tracking-uri "
@@ -253,12 +258,14 @@ def _tune(spec: SweepSpec, space: SweepSpace, storage: SweepStorage, baseline: d
     if not storage.is_local and resume and not journal.exists():
         storage.copy_from(JOURNAL_FILE, journal)
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, space=space, baseline=baseline, cache_root=storage.pretrain_cache_root),
+        tune.with_parameters(train_trial, space=space, baseline=baseline, cache_root=storage.pretrain_cache_root,
+                             storage=storage),
         {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
     )
     t0 = time.time()
     if resume:
-        tuner = tune.Tuner.restore(storage.experiment_path, trainable, resume_unfinished=True, resume_errored=True)
+        with quiet_analysis():
+            tuner = tune.Tuner.restore(storage.experiment_path, trainable, resume_unfinished=True, resume_errored=True)
     else:
         if journal.exists():
             journal.unlink()  # left by a start that died before Ray recorded anything: start the study afresh
@@ -333,8 +340,7 @@ def _summarise(spec: SweepSpec, space: SweepSpace, storage: SweepStorage, tracke
         say(f"Pareto front ({objectives}{feasible}):")
         say(format_table(rows, space))
     say("")
-    say(f"MLflow experiment {spec.name!r}; open the UI with:")
-    say(f"  mlflow ui --backend-store-uri {shlex.quote(spec.tracking_uri)} --host 127.0.0.1 --port 5000")
+    say(where_to_look(spec.tracking_uri, spec.name))
     say(f"Ray results: {storage.experiment_path}   Optuna study: {storage.journal_path()} (study {spec.name!r})")
     callback = MlflowSweepCallback.active(spec.name)
     missed = sorted(callback.missed) if callback is not None else []
@@ -348,11 +354,33 @@ def _summarise(spec: SweepSpec, space: SweepSpace, storage: SweepStorage, tracke
     return 0
 
 
+def where_to_look(uri: str, name: str) -> str:
+    """The MLflow UI for this store: a tracking server is its own UI; a database needs ``mlflow ui``."""
+    if uri.startswith(("http://", "https://")):
+        return f"MLflow experiment {name!r}: open {uri} in a browser"
+    return (f"MLflow experiment {name!r}; open the UI with:\n"
+            f"  mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000\n"
+            f"  then http://127.0.0.1:5000 (experiment {name!r}; Chart view: asr vs clean_acc)")  # fmt: skip
+
+
 def ray_trials(storage: SweepStorage) -> list[Any]:
     """Ray's record of every trial (status, config, last result, checkpoint), read back from storage."""
     from ray.tune import ExperimentAnalysis
 
-    return list(ExperimentAnalysis(storage.experiment_path).trials)
+    with quiet_analysis():
+        return list(ExperimentAnalysis(storage.experiment_path).trials)
+
+
+class quiet_analysis:
+    """Ray warns for every trial that has not reported yet when it reads an experiment back: not news here."""
+
+    def __enter__(self) -> None:
+        self.logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.logger.setLevel(self.level)
 
 
 def finish_tracking(tracker: Any, spec: SweepSpec, storage: SweepStorage, trials: list[Any], status: str, say: Say,

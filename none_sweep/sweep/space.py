@@ -285,11 +285,12 @@ def _resolve(raw: SpaceFile, source: str, text: str, overrides: dict[str, Any]) 
         apply_overrides(base, overrides)
     except ConfigError as exc:
         raise fail("base", str(exc)) from None
-    base_cfg = config_from_dict(copy.deepcopy(base), source=f"{source}: base")
+    base_cfg = config_from_dict(copy.deepcopy(base), source=f"{source}: base", check_paths=True)
     base_flat = flatten(to_dict(base_cfg))
     if not raw.space:
         raise fail("space", "space must name at least one config key to search, e.g. defense.max_reset_fraction")
     params = _order([_param(key, value, base_flat) for key, value in raw.space.items()])
+    _check_paths(params)
     objectives = _objectives(raw.objectives)
     constraints = [_constraint(i, c) for i, c in enumerate(raw.constraints)]
     space = SweepSpace(
@@ -300,6 +301,7 @@ def _resolve(raw: SpaceFile, source: str, text: str, overrides: dict[str, Any]) 
     _check_bounds(space, base_flat)
     _check_points(space, base_flat)
     _check_settings(space)
+    _check_satisfiable(space, base_cfg)
     return space
 
 
@@ -354,6 +356,20 @@ def _param(key: str, value: Any, base_flat: Mapping[str, Any]) -> Param:
     low = None if ps.low is None else (int(ps.low) if ps.type == "int" else float(ps.low))
     high = None if ps.high is None else (int(ps.high) if ps.type == "int" else float(ps.high))
     return Param(key, ps.type, low, high, ps.step, tuple(ps.values), tuple(when))
+
+
+def _check_paths(params: list[Param]) -> None:
+    """Searched path keys (a choice of ``data.root`` or blend patterns) obey the same rule as the base's."""
+    from ..config.paths import check_path
+
+    for p in params:
+        if p.key in ("data.root", "attack.params.pattern"):
+            for value in p.values:
+                if isinstance(value, str) and not (p.key == "attack.params.pattern" and value == "noise"):
+                    try:
+                        check_path(p.key, value)
+                    except ConfigIssue as issue:
+                        raise fail(f"space[{p.key}]", f"space[{p.key}]: {issue.message}") from None
 
 
 def _order(params: list[Param]) -> list[Param]:
@@ -470,6 +486,39 @@ def _check_settings(space: SweepSpace) -> None:
                 raise fail("search.sampler", str(exc)) from None
     if space.max_concurrent is not None and space.max_concurrent > space.num_samples:
         space.max_concurrent = space.num_samples
+
+
+#: Metrics a run without an injected trigger (``attack.name: none``) never measures.
+NEEDS_ATTACK = ("asr", "robust_acc", "asr_reduction", "poison_recall")
+
+
+def _check_satisfiable(space: SweepSpace, base: ExperimentConfig) -> None:
+    """Objectives and constraints that no trial could ever meet or measure are refused before any trial runs.
+
+    Without this every trial would end FAIL in Optuna ("final result has asr=nan") or infeasible: a whole sweep
+    spent for nothing. Only the base config is judged; a searched ``attack.name`` / ``evaluation.reasr`` is left
+    to the trials (a final result missing an objective fails that trial, in Ray, Optuna and MLflow alike).
+    """
+    bounds: dict[str, list[float]] = {}
+    for c in space.constraints:
+        low, high = bounds.setdefault(c.metric, [-math.inf, math.inf])
+        bounds[c.metric] = [max(low, c.threshold), high] if c.op == ">=" else [low, min(high, c.threshold)]
+    for metric, (low, high) in bounds.items():
+        if low > high:
+            raise fail("constraints", f"constraints: {metric} >= {low:g} and {metric} <= {high:g} cannot both hold, so "
+                                      f"no trial could be feasible; loosen or drop one of them")  # fmt: skip
+    searched = set(space.keys)
+    needed = [(f"objectives[{i}].metric", o.metric) for i, o in enumerate(space.objectives)]
+    needed += [(f"constraints[{i}]", c.metric) for i, c in enumerate(space.constraints)]
+    for where, metric in needed:
+        if metric in NEEDS_ATTACK and base.attack.name == "none" and "attack.name" not in searched:
+            raise fail(where, f"{where}: {metric} is never measured with attack.name none (no trigger to test); "
+                              f"use reasr (natural backdoors) and clean_acc, or set base.attack.name")  # fmt: skip
+        reasr = base.evaluation.reasr
+        measured = reasr == "always" or (reasr == "auto" and base.attack.name == "none")
+        if metric == "reasr" and not measured and not searched & {"attack.name", "evaluation.reasr"}:
+            raise fail(where, f"{where}: reasr is never measured with evaluation.reasr {reasr} and attack.name "
+                              f"{base.attack.name}; set base.evaluation.reasr: always")  # fmt: skip
 
 
 def _point(i: int, raw: Mapping[str, Any]) -> Point:

@@ -21,6 +21,7 @@ SPEC_FILE = "sweep.json"
 BASELINE_FILE = "baseline.json"
 JOURNAL_FILE = "optuna.journal"
 PRETRAIN_CACHE = "pretrain_cache"
+OUTCOMES = "trial_outcomes"  # <trial id>/outcome.json (+ model_state.pt): how a trial ended, written before Ray hears it
 
 
 def is_uri(storage: str) -> bool:
@@ -73,26 +74,40 @@ class SweepStorage:
         return fs, path
 
     def read_json(self, name: str) -> dict[str, Any] | None:
-        fs, base = self._fs()
-        path = posixpath.join(base, name)
-        try:
-            with fs.open_input_stream(path) as handle:
-                return json.loads(handle.readall().decode("utf-8"))
-        except FileNotFoundError:
+        data = self.read_bytes(name)
+        if data is None:
             return None
-        except (OSError, ValueError) as exc:
-            if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
-                return None
-            raise StorageError(f"{path}: cannot read it ({exc})") from None
+        try:
+            return json.loads(data.decode("utf-8"))
+        except ValueError as exc:
+            raise StorageError(f"{self.experiment_path}/{name}: not valid JSON ({exc})") from None
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
+        self.write_bytes(name, json.dumps(data, indent=2, default=float).encode("utf-8"))
+
+    def read_bytes(self, name: str) -> bytes | None:
+        """``name`` (a relative path in the experiment folder), or None when it does not exist."""
+        fs, base = self._fs()
+        try:
+            with fs.open_input_stream(posixpath.join(base, name)) as handle:
+                return handle.readall()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+                return None
+            raise StorageError(f"{self.experiment_path}/{name}: cannot read it ({exc})") from None
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Write atomically (temp file + move) so a reader never sees half a file."""
         fs, base = self._fs()
         path = posixpath.join(base, name)
+        folder = posixpath.dirname(path)
         try:
-            fs.create_dir(base, recursive=True)
-            tmp = posixpath.join(base, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+            fs.create_dir(folder, recursive=True)
+            tmp = posixpath.join(folder, f".{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
             with fs.open_output_stream(tmp) as handle:
-                handle.write(json.dumps(data, indent=2, default=float).encode("utf-8"))
+                handle.write(data)
             fs.move(tmp, path)
         except OSError as exc:
             raise StorageError(f"{path}: cannot write it ({exc})") from None

@@ -3,13 +3,17 @@
 Every epoch is one ``tune.report``; the first keys are ``asr``, ``clean_acc``, ``clean_acc_drop`` so Ray's
 trial table shows them. A checkpoint (the run's full state, the model's ``state_dict`` and ``outcome.json``)
 goes with each round end and with the final report, which also carries the run's result, every objective
-and constraint metric and the comparison with the sweep's baseline. A trial restarted by Ray (retry or
-``--resume``) continues from its latest checkpoint; one whose final checkpoint exists re-reports it without
-training again. A diverged run writes a marker checkpoint before raising, so retries fail at once.
+and constraint metric and the comparison with the sweep's baseline.
+
+How a trial ended is also written to the sweep's storage (``trial_outcomes/<trial id>/``) *before* Ray hears
+of it, because Ray's own record is a snapshot taken every few seconds: after a driver is killed, Ray may
+restart a trial that had already finished (from an older checkpoint) or one that diverged. Such a restart
+re-reports the recorded final result (with the final model) without training, or fails again at once.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -20,6 +24,7 @@ from typing import Any, Mapping
 
 from ..errors import TrainingDiverged
 from .space import SweepSpace
+from .storage import OUTCOMES, SweepStorage
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +34,11 @@ OUTCOME = "outcome.json"
 FIRST_KEYS = ("asr", "clean_acc", "clean_acc_drop", "epoch")
 
 
-def train_trial(config: dict[str, Any], *, space: SweepSpace, baseline: Mapping[str, Any], cache_root: str | None) -> None:
+def train_trial(config: dict[str, Any], *, space: SweepSpace, baseline: Mapping[str, Any], cache_root: str | None,
+                storage: SweepStorage | None = None) -> None:  # fmt: skip
     """Ray Tune entry point; ``config`` holds the sampled dotted keys."""
     os.environ.pop("MLFLOW_RUN_ID", None)  # a driver's active run must never capture a trial
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per round is noise
     from ray import tune
 
     from ..train import ExperimentRun, PretrainCache
@@ -42,7 +49,14 @@ def train_trial(config: dict[str, Any], *, space: SweepSpace, baseline: Mapping[
     base_metrics = dict(baseline.get("metrics", {}))
     node = _node_id()
     required = required_metrics(space)
+    records = OutcomeRecords(storage, trial_id)
 
+    recorded = records.read()
+    if recorded.get("diverged"):
+        raise TrainingDiverged(recorded["reason"])
+    if recorded.get("final"):
+        _replay_final(records, recorded, node)
+        return
     checkpoint = tune.get_checkpoint()
     run = None
     if checkpoint is not None:
@@ -71,13 +85,57 @@ def train_trial(config: dict[str, Any], *, space: SweepSpace, baseline: Mapping[
             else:
                 tune.report(metrics)
     except TrainingDiverged as exc:
-        epoch = len(run.history) + 1
-        marker = {**{m: math.nan for m in required}, "diverged": 1, "final": 0, "epoch": epoch, "node_id": node}
-        _report_with_checkpoint(None, marker, {"diverged": True, "reason": str(exc)})
+        records.write({"diverged": True, "reason": str(exc)})
         raise
     result = run.result()
     final = final_metrics(last, result.metrics, base_metrics, node, required)
-    _report_with_checkpoint(run, final, {"final": True, "metrics": final})
+    outcome = {"final": True, "metrics": final}
+    records.write(outcome, model_state=_model_bytes(run))
+    _report_with_checkpoint(run, final, outcome)
+
+
+class OutcomeRecords:
+    """``<experiment>/trial_outcomes/<trial id>/``: ``outcome.json`` and the final ``model_state.pt``."""
+
+    def __init__(self, storage: SweepStorage | None, trial_id: str) -> None:
+        self.storage = storage
+        self.folder = f"{OUTCOMES}/{trial_id}"
+
+    def read(self) -> dict[str, Any]:
+        if self.storage is None:
+            return {}
+        return self.storage.read_json(f"{self.folder}/{OUTCOME}") or {}
+
+    def write(self, outcome: dict[str, Any], model_state: bytes | None = None) -> None:
+        if self.storage is None:
+            return
+        if model_state is not None:
+            self.storage.write_bytes(f"{self.folder}/{MODEL_STATE}", model_state)
+        self.storage.write_json(f"{self.folder}/{OUTCOME}", outcome)  # last: its presence means "complete"
+
+    def model_state(self) -> bytes | None:
+        return None if self.storage is None else self.storage.read_bytes(f"{self.folder}/{MODEL_STATE}")
+
+
+def _replay_final(records: OutcomeRecords, outcome: dict[str, Any], node: str) -> None:
+    """Report a finished trial's recorded result again, with its final model, instead of training it again."""
+    from ray import tune
+
+    logger.info("trial already finished before the restart: replaying its recorded final result")
+    with tempfile.TemporaryDirectory(prefix="none-sweep-ckpt-") as folder:
+        model = records.model_state()
+        if model is not None:
+            (Path(folder) / MODEL_STATE).write_bytes(model)
+        (Path(folder) / OUTCOME).write_text(json.dumps(outcome, default=float), encoding="utf-8")
+        tune.report({**outcome["metrics"], "node_id": node, "replayed": 1}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _model_bytes(run: Any) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in run.model.state_dict().items()}, buffer)
+    return buffer.getvalue()
 
 
 def required_metrics(space: SweepSpace) -> list[str]:
@@ -133,14 +191,13 @@ def _ordered(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def _report_with_checkpoint(run: Any, metrics: dict[str, Any], outcome: dict[str, Any]) -> None:
-    import torch
     from ray import tune
 
     with tempfile.TemporaryDirectory(prefix="none-sweep-ckpt-") as folder:
         path = Path(folder)
         if run is not None:
             run.save_checkpoint(path / RUN_STATE)
-            torch.save({k: v.detach().cpu() for k, v in run.model.state_dict().items()}, path / MODEL_STATE)
+            (path / MODEL_STATE).write_bytes(_model_bytes(run))
         (path / OUTCOME).write_text(json.dumps(outcome, default=float), encoding="utf-8")
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 

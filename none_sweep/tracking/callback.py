@@ -176,7 +176,8 @@ class MlflowSweepCallback(Callback):
             if not last.get("final"):
                 tags[EARLY_STOP_TAG] = "true"
             config = self._resolved(trial)
-            if config is not None:
+            ok, has = self._call("looking up the model", tid, self.tracker.has_model, run_id)
+            if config is not None and ok and not has:
                 self._call("logging the model", tid, latest_model_state(trial), lambda p: self.tracker.log_model(run_id, config, p))
             ok, _ = self._call("closing a trial run", tid, self.tracker.finish_child, run_id, "FINISHED", None, tags)
         else:

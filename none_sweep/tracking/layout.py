@@ -24,7 +24,7 @@ NOT_METRICS = frozenset({
     "timestamp", "done", "training_iteration", "time_this_iter_s", "time_total_s", "pid", "date", "hostname",
     "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint",
     "trial_id", "experiment_tag", "epoch", "config", "phase", "node_id", "episodes_total", "timesteps_total",
-    "timesteps_since_restore", "episodes_this_iter", "timesteps_this_iter", "round_end", "cached",
+    "timesteps_since_restore", "episodes_this_iter", "timesteps_this_iter", "round_end", "cached", "replayed",
 })  # fmt: skip
 
 

@@ -205,13 +205,14 @@ def sync_sweep(storage: Any, name: str, tracking_uri: str | None, say: Callable[
     """Back-fill the tracking store from the Ray experiment at ``storage``/``name``."""
     from ray.tune import ExperimentAnalysis
 
-    from ..sweep.runner import SweepSpec, finish_tracking
+    from ..sweep.runner import SweepSpec, finish_tracking, quiet_analysis
     from .store import SweepTracker
 
     spec = SweepSpec.load(storage)
     uri = tracking_uri or spec.tracking_uri
     try:
-        analysis = ExperimentAnalysis(storage.experiment_path)
+        with quiet_analysis():
+            analysis = ExperimentAnalysis(storage.experiment_path)
     except Exception as exc:  # ValueError when no experiment state exists yet
         raise StorageError(f"no Ray experiment state at {storage.experiment_path} ({exc})") from None
     tracker = SweepTracker(uri, name)
