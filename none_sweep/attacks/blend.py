@@ -40,6 +40,13 @@ class Blend(Attack):
         if p.pattern != NOISE and not Path(p.pattern).expanduser().is_file():
             raise fail("attack.params.pattern", f"attack.params.pattern must be 'noise' or an image file, "
                                                 f"got {p.pattern!r} (no such file)")
+        if p.pattern != NOISE:  # unreadable images fail here, before a sweep starts, not in every trial
+            try:
+                with Image.open(Path(p.pattern).expanduser()) as img:
+                    img.verify()
+            except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+                raise fail("attack.params.pattern", f"attack.params.pattern: {p.pattern!r} is not a readable image "
+                                                    f"({type(exc).__name__}); use a PNG/JPEG file or 'noise'") from None
 
     def apply_trigger(self, x: Tensor) -> Tensor:
         alpha = self.params.alpha

@@ -62,10 +62,18 @@ def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
     return data
 
 
-def config_from_dict(data: Mapping[str, Any], source: str = "<config>") -> ExperimentConfig:
-    """Validate a plain mapping into an :class:`ExperimentConfig`; ``source`` names it in errors."""
+def config_from_dict(data: Mapping[str, Any], source: str = "<config>", check_paths: bool = False) -> ExperimentConfig:
+    """Validate a plain mapping into an :class:`ExperimentConfig`; ``source`` names it in errors.
+
+    ``check_paths``: also confine the file paths it names (``config/paths.py``); done where a config enters
+    from a file or the command line, not for the configs of trials built from an already-checked space.
+    """
     try:
         cfg = build(ExperimentConfig, dict(data))
+        if check_paths:  # before the cross-field checks, which open files (the blend pattern)
+            from .paths import check_config_paths
+
+            check_config_paths(cfg)
         _check_cross_fields(cfg)
     except ConfigIssue as issue:
         raise ConfigError(f"{source}: {issue.message}") from None
@@ -76,7 +84,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     """Read ``path`` (or the defaults), apply ``--set`` overrides, validate everything."""
     data = read_yaml(path) if path is not None else {}
     apply_overrides(data, overrides or {})
-    return config_from_dict(data, source=str(path) if path is not None else "<defaults>")
+    return config_from_dict(data, source=str(path) if path is not None else "<defaults>", check_paths=True)
 
 
 def dump_config(cfg: ExperimentConfig, path: str | Path | None = None, header: str = "") -> str:

@@ -128,6 +128,13 @@ def _subset(
 
 def _check_splits(info: DatasetInfo, splits: Splits) -> None:
     """Catch files that parse but hold the wrong thing (another dataset, a half-written array)."""
+    try:
+        _check_shapes(info, splits)
+    except DataError as exc:
+        raise DataError(f"{exc}; the files hold another dataset or are damaged: check data.name and data.root") from None
+
+
+def _check_shapes(info: DatasetInfo, splits: Splits) -> None:
     for part, x, y in (("train", splits.train_x, splits.train_y), ("test", splits.test_x, splits.test_y)):
         expected = (info.channels, info.size, info.size)
         if x.dtype != torch.uint8 or x.dim() != 4 or tuple(x.shape[1:]) != expected:

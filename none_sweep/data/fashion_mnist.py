@@ -38,7 +38,12 @@ def load_fashion_mnist(cfg: DataConfig, seed: int) -> Splits:
         folder = _download(data_root(cfg))
     if folder is None:
         raise DataError(_missing_message(cfg, folders))
-    return read_idx_folder(folder)
+    try:
+        return read_idx_folder(folder)
+    except DataError as exc:
+        fix = ("reinstall them (apt-get install --reinstall dataset-fashion-mnist)" if folder == DEBIAN_DIR
+               else f"restore the files in {folder}, or set data.download: true with an empty data.root")
+        raise DataError(f"{exc}; {fix}") from None
 
 
 def read_idx_folder(folder: Path) -> Splits:
