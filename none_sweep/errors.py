@@ -38,3 +38,7 @@ class ResourceError(NoneSweepError):
 
 class TrainingDiverged(NoneSweepError):
     """The loss became NaN or infinite; the trial is failed with this reason."""
+
+
+class MissingObjective(NoneSweepError):
+    """A trial's final result lacks an objective or constraint metric, or holds a non-finite one."""

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import TrainingDiverged
+from ..errors import CheckpointError, MissingObjective, StorageError, TrainingDiverged
 from .space import SweepSpace
 from .storage import OUTCOMES, SweepStorage
 
@@ -54,11 +54,14 @@ def train_trial(config: dict[str, Any], *, space: SweepSpace, baseline: Mapping[
     recorded = records.read()
     if recorded.get("diverged"):
         raise TrainingDiverged(recorded["reason"])
+    if recorded.get("failed"):
+        raise MissingObjective(recorded["reason"])
     if recorded.get("final"):
         _replay_final(records, recorded, node)
         return
     checkpoint = tune.get_checkpoint()
     run = None
+    discarded = False  # a damaged checkpoint: restarted from scratch, and every report says so
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             outcome = _read_outcome(Path(folder))
@@ -68,10 +71,15 @@ def train_trial(config: dict[str, Any], *, space: SweepSpace, baseline: Mapping[
                 tune.report({**outcome["metrics"], "node_id": node})
                 return
             run = ExperimentRun(cfg, pretrain_cache=None, progress=logger.debug)
-            run.load_checkpoint(Path(folder) / RUN_STATE)
+            try:
+                run.load_checkpoint(Path(folder) / RUN_STATE)
+            except CheckpointError as exc:  # truncated, corrupt or foreign: never resume from it
+                logger.warning("trial %s: %s; restarting the trial from scratch", trial_id, exc)
+                run, discarded = None, True
     if run is None:
         cache = PretrainCache(cache_root) if cache_root else None
         run = ExperimentRun(cfg, pretrain_cache=cache, progress=logger.debug)
+    extra = {"checkpoint_discarded": 1} if discarded else {}
 
     last = None
     try:
@@ -79,7 +87,7 @@ def train_trial(config: dict[str, Any], *, space: SweepSpace, baseline: Mapping[
             if rep.final:
                 last = rep  # reported below, together with the run's result and the final checkpoint
                 continue
-            metrics = epoch_metrics(rep, base_metrics, node, required)
+            metrics = {**epoch_metrics(rep, base_metrics, node, required), **extra}
             if rep.round_end:
                 _report_with_checkpoint(run, metrics, {"final": False})
             else:
@@ -88,7 +96,13 @@ def train_trial(config: dict[str, Any], *, space: SweepSpace, baseline: Mapping[
         records.write({"diverged": True, "reason": str(exc)})
         raise
     result = run.result()
-    final = final_metrics(last, result.metrics, base_metrics, node, required)
+    final = {**final_metrics(last, result.metrics, base_metrics, node, required), **extra}
+    missing = unusable_objectives(final, space)
+    if missing:  # Optuna would FAIL it; Ray and MLflow must say the same, so the trial errors with the reason
+        reason = f"final result has no usable {', '.join(missing)} (missing or not finite): nothing to optimise"
+        records.write({"failed": True, "reason": reason})
+        tune.report(final)  # what it did measure stays in Ray's results and MLflow
+        raise MissingObjective(reason)
     outcome = {"final": True, "metrics": final}
     records.write(outcome, model_state=_model_bytes(run))
     _report_with_checkpoint(run, final, outcome)
@@ -104,7 +118,11 @@ class OutcomeRecords:
     def read(self) -> dict[str, Any]:
         if self.storage is None:
             return {}
-        return self.storage.read_json(f"{self.folder}/{OUTCOME}") or {}
+        try:
+            return self.storage.read_json(f"{self.folder}/{OUTCOME}") or {}
+        except StorageError as exc:  # damaged record: ignore it (the trial resumes from its checkpoint instead)
+            logger.warning("ignoring a damaged outcome record: %s", exc)
+            return {}
 
     def write(self, outcome: dict[str, Any], model_state: bytes | None = None) -> None:
         if self.storage is None:
@@ -136,6 +154,17 @@ def _model_bytes(run: Any) -> bytes:
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in run.model.state_dict().items()}, buffer)
     return buffer.getvalue()
+
+
+def unusable_objectives(final: Mapping[str, Any], space: SweepSpace) -> list[str]:
+    """Objective and constraint metrics of a final result that are missing or not finite numbers."""
+    keys = dict.fromkeys(list(space.metrics) + [c.metric for c in space.constraints])
+    bad = []
+    for key in keys:
+        v = final.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            bad.append(key)
+    return bad
 
 
 def required_metrics(space: SweepSpace) -> list[str]:
