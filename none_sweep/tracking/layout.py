@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 from typing import Any, Mapping
 
 ROLE_TAG = "none_sweep.role"  # "sweep" (the parent) | "trial" (a child)
@@ -48,5 +50,24 @@ def step_of(result: Mapping[str, Any]) -> int:
 
 
 def param_value(value: Any) -> str:
-    """MLflow stores params as text; ``str`` so that ``ast.literal_eval`` reads them back (report/runs.py)."""
-    return str(value)[:6000]
+    """MLflow stores params as text; ``str`` so that ``ast.literal_eval`` reads them back (report/runs.py).
+
+    Credentials never become params: see :func:`redact`.
+    """
+    return redact(str(value))[:6000]
+
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@")
+_SECRET_QUERY = re.compile(r"(?i)([?&;][a-z0-9_.-]*(?:secret|passw|token|key|credential|signature|sig)[a-z0-9_.-]*=)[^&;\s]*")
+_SECRET_ENV = re.compile(r"(?i)secret|passw|token|credential|private_key|access_key|api_key")
+
+
+def redact(text: str) -> str:
+    """``text`` without credentials: URL passwords (``user:***@``), secret-looking query values
+    (``secret_key=***``, ``token=***``, ...) and the value of any environment variable whose name looks
+    secret (``AWS_SECRET_ACCESS_KEY``, ``MLFLOW_TRACKING_PASSWORD``, ``*_TOKEN``, ...)."""
+    out = _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1:***@", text))
+    for name, value in os.environ.items():
+        if len(value) >= 8 and _SECRET_ENV.search(name) and value in out:
+            out = out.replace(value, "***")
+    return out
