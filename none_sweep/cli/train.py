@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import dump_config, load_config, parse_overrides
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -47,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
         f"defense {'on' if cfg.defense.enabled else 'off'} → {out}")
     experiment = ExperimentRun(cfg, progress=say)
     if args.resume:
-        experiment.load_checkpoint(checkpoint)
+        try:
+            experiment.load_checkpoint(checkpoint)
+        except CheckpointError as exc:  # the file is left as it is, for inspection
+            raise CheckpointError(f"{exc}; move it away and run without --resume to start fresh") from None
         say(f"resumed from {checkpoint} after epoch {experiment.next_index}")
     try:
         for _report in experiment.epochs():
