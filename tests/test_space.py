@@ -108,7 +108,7 @@ def test_schema_errors_name_file_and_key(mutate, expected: str) -> None:
         ({"type": "uniform", "low": 0.1, "high": 0.95}, "must be below defense.lamda_h"),  # cross-field, at the bound
         ({"type": "loguniform", "low": 0.0, "high": 0.5}, "loguniform needs low > 0"),
         ({"type": "uniform", "low": 0.1}, "needs both low and high"),
-        ({"type": "gauss", "low": 0.1, "high": 0.2}, "type must be one of ['uniform', 'loguniform', 'int', 'choice']"),
+        ({"type": "gauss", "low": 0.1, "high": 0.2}, "must be one of ['uniform', 'loguniform', 'int', 'choice']"),
         ({"type": "choice", "values": []}, "values must list at least one value"),
         ({"type": "choice", "values": [0.1], "low": 0.0}, "type choice takes values"),
         ({"type": "uniform", "low": "a", "high": 0.2}, "space[defense.lamda_l].low must be a number"),

@@ -38,7 +38,8 @@ def test_unreachable_tracking_server_fails_fast(tmp_path: Path, capsys) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     t0 = time.monotonic()
-    code, err = run_cli(["sweep", str(DIGITS), "--storage", str(tmp_path), "--tracking-uri", f"http://127.0.0.1:{port}"], capsys)
+    args = ["sweep", str(DIGITS), "--storage", str(tmp_path), "--tracking-uri", f"http://127.0.0.1:{port}"]
+    code, err = run_cli(args, capsys)
     assert code == 2 and time.monotonic() - t0 < 60
     assert err.startswith("none-sweep sweep: error: --tracking-uri http://127.0.0.1:") and "\n" not in err
 
@@ -64,7 +65,9 @@ def test_missing_dataset_is_a_data_error(tmp_path: Path, capsys) -> None:
     assert code == 2 and "base data" in err and "fashion-mnist" in err
 
 
-@pytest.mark.parametrize(("resources", "expected"), [({"cpu": 64}, "resources.cpu=64"), ({"cpu": 1, "gpu": 0.25}, "resources.gpu=0.25")])
+@pytest.mark.parametrize(
+    ("resources", "expected"), [({"cpu": 64}, "resources.cpu=64"), ({"cpu": 1, "gpu": 0.25}, "resources.gpu=0.25")]
+)
 def test_resources_must_fit_the_largest_node(tmp_path: Path, capsys, resources, expected) -> None:
     space = space_file(tmp_path, resources=resources)
     code, err = run_cli(["sweep", str(space), "--storage", str(tmp_path / "ray"),

@@ -54,7 +54,8 @@ def test_outcomes_are_never_silently_dropped(searcher: SweepSearch, tmp_path: Pa
     searcher.on_trial_complete("r3", final(0.01, 0.99), error=True)  # errored with a last result: FAIL
     searcher.on_trial_complete("r4", final(math.nan, 0.98))  # NaN objective: FAIL
     searcher.on_trial_complete("r5", {"clean_acc": 0.9, "final": 1, "clean_acc_drop": 0.0})  # no asr: FAIL
-    searcher.on_trial_complete("r6", {"asr": 0.9, "clean_acc": 0.9, "clean_acc_drop": 0.0, "final": 0, "epoch": 3})
+    early = {"asr": 0.9, "clean_acc": 0.9, "clean_acc_drop": 0.0, "final": 0, "epoch": 3}
+    searcher.on_trial_complete("r6", early)  # stopped by the scheduler: PRUNED
     study = open_study(tmp_path / "optuna.journal", "t")
     by_ray = {t.user_attrs[RAY_TRIAL_ATTR]: t for t in study.trials}
     states = {rid: t.state for rid, t in by_ray.items()}

@@ -61,7 +61,8 @@ def uri(tmp_path: Path) -> str:
 def test_layout_parent_children_by_tag_and_resume_without_duplicates(uri: str, space) -> None:
     tracker = SweepTracker(uri, "s1")
     parent = tracker.start_parent({"sweep.num_samples": 6}, space.text, resume=False)
-    child = tracker.create_child("t1", "train_trial_t1", space.base_config(), tags={"none_sweep.point": "paper_defaults"})
+    point = {"none_sweep.point": "paper_defaults"}
+    child = tracker.create_child("t1", "train_trial_t1", space.base_config(), tags=point)
     assert tracker.log_results(child, [epoch(1), epoch(2), epoch(3, final=1)]) > 0
     tracker.finish_child(child, "FINISHED")
 
@@ -71,7 +72,8 @@ def test_layout_parent_children_by_tag_and_resume_without_duplicates(uri: str, s
     assert list(children) == ["t1"] and children["t1"].info.run_id == child
     run = again.client.get_run(child)
     tags = run.data.tags
-    assert tags[ROLE_TAG] == "trial" and tags[SWEEP_TAG] == "s1" and tags[TRIAL_ID_TAG] == "t1" and tags[PARENT_TAG] == parent
+    assert tags[ROLE_TAG] == "trial" and tags[SWEEP_TAG] == "s1" and tags[TRIAL_ID_TAG] == "t1"
+    assert tags[PARENT_TAG] == parent
     assert run.data.params["defense.lamda_l"] == "0.1" and run.data.params["data.name"] == "digits"
     assert [m.step for m in again.client.get_metric_history(child, "asr")] == [1, 2, 3]
     assert run.data.metrics["asr"] == pytest.approx(0.7)  # latest = the final epoch

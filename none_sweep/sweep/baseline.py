@@ -23,8 +23,9 @@ def measure_baseline(space: SweepSpace, storage: SweepStorage, say: Callable[[st
     cfg = to_dict(space.baseline_config())
     cached = storage.read_json(BASELINE_FILE)
     if cached and cached.get("config") == cfg and "metrics" in cached:
+        m = cached["metrics"]
         say(f"baseline: reusing {storage.experiment_path}/{BASELINE_FILE} "
-            f"(clean_acc {_pct(cached['metrics'].get('clean_acc'))}, asr {_pct(cached['metrics'].get('asr'))})")  # fmt: skip
+            f"(clean_acc {_pct(m.get('clean_acc'))}, asr {_pct(m.get('asr'))})")  # fmt: skip
         return cached
     r = space.resources
     say(f"baseline: training the undefended run once ({cfg['train']['epochs']} epochs, defense.enabled=false) ...")

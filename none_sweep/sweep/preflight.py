@@ -69,7 +69,9 @@ def check_tracking(uri: str, sweep: str) -> Any:
     if db is not None:
         folder = db.expanduser().resolve().parent
         if not folder.is_dir():
-            raise TrackingError(f"--tracking-uri {uri}: folder {folder} does not exist; create it or choose another path")
+            raise TrackingError(
+                f"--tracking-uri {uri}: folder {folder} does not exist; create it or choose another path"
+            )
         if not os.access(folder, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
             raise TrackingError(f"--tracking-uri {uri}: {db} is not writable")
     with env(PROBE_ENV), quiet(DB_SETUP_LOGGERS):
@@ -80,7 +82,8 @@ def check_tracking(uri: str, sweep: str) -> Any:
             raise
         except Exception as exc:  # MlflowException, requests' ConnectionError, sqlalchemy errors
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            raise TrackingError(f"--tracking-uri {uri}: cannot use the tracking store ({type(exc).__name__}: {first})") from None
+            why = f"{type(exc).__name__}: {first}"
+            raise TrackingError(f"--tracking-uri {uri}: cannot use the tracking store ({why})") from None
     return tracker
 
 

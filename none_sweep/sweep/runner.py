@@ -61,7 +61,8 @@ class SweepSpec:
 
     @property
     def space(self) -> SweepSpace:
-        space = space_from_dict(yaml.safe_load(self.space_text) or {}, self.space_path, parse_overrides(self.overrides), self.space_text)
+        data = yaml.safe_load(self.space_text) or {}
+        space = space_from_dict(data, self.space_path, parse_overrides(self.overrides), self.space_text)
         space.num_samples = self.num_samples
         space.max_concurrent = self.max_concurrent
         return space
@@ -73,7 +74,9 @@ class SweepSpec:
     def load(cls, storage: SweepStorage) -> "SweepSpec":
         data = storage.read_json(SPEC_FILE)
         if data is None:
-            raise StorageError(f"no sweep {storage.name!r} in {storage.root} ({SPEC_FILE} missing); check --name and --storage")
+            raise StorageError(
+                f"no sweep {storage.name!r} in {storage.root} ({SPEC_FILE} missing); check --name and --storage"
+            )
         return cls(**data)
 
     def parent_params(self) -> dict[str, Any]:
@@ -145,7 +148,9 @@ def resolve_sweep(opts: SweepOptions, default_uri: str) -> tuple[SweepSpec, Swee
                 f"(afterwards, none-sweep sync-mlflow --tracking-uri ... copies it elsewhere)"
             )
         if not tune.Tuner.can_restore(storage.experiment_path):
-            raise StorageError(f"{storage.experiment_path}: no Ray experiment state to resume; start it again without --resume")
+            raise StorageError(
+                f"{storage.experiment_path}: no Ray experiment state to resume; start it again without --resume"
+            )
         _warn_if_space_changed(opts.space_path, spec)
         return spec, storage
 
@@ -180,7 +185,8 @@ def resume_command(spec: SweepSpec, storage: SweepStorage) -> str:
                      "--storage", shlex.quote(storage.root), "--resume"])  # fmt: skip
 
 
-def _run(spec: SweepSpec, storage: SweepStorage, opts: SweepOptions, say: Say, resume_cmd: str, state: dict[str, Any]) -> int:
+def _run(spec: SweepSpec, storage: SweepStorage, opts: SweepOptions, say: Say, resume_cmd: str,
+         state: dict[str, Any]) -> int:  # fmt: skip
     from . import preflight
 
     space = spec.space
@@ -227,8 +233,9 @@ def _log_baseline_once(tracker: Any, baseline: dict[str, Any]) -> None:
 def _header(spec: SweepSpec, space: SweepSpace, storage: SweepStorage, total: dict[str, float], say: Say,
             opts: SweepOptions) -> None:  # fmt: skip
     verb = "resuming" if opts.resume else "starting"
-    say(f"none-sweep: {verb} sweep {spec.name!r}: {spec.num_samples} trials of {space.path} "
-        f"on {total['CPU']:g} CPUs / {total['GPU']:g} GPUs ({space.resources.cpu:g} CPU, {space.resources.gpu:g} GPU per trial)")  # fmt: skip
+    r = space.resources
+    say(f"none-sweep: {verb} sweep {spec.name!r}: {spec.num_samples} trials of {space.path} on "
+        f"{total['CPU']:g} CPUs / {total['GPU']:g} GPUs ({r.cpu:g} CPU, {r.gpu:g} GPU per trial)")  # fmt: skip
     objectives = ", ".join(f"{o.metric} ({o.mode})" for o in space.objectives)
     constraints = "; ".join(c.text for c in space.constraints) or "none"
     say(f"  objectives: {objectives}; constraints: {constraints}; sampler: {space.search.sampler}")
@@ -279,6 +286,7 @@ def _tune(spec: SweepSpec, space: SweepSpace, storage: SweepStorage, baseline: d
                 num_samples=spec.num_samples,
                 max_concurrent_trials=_concurrency(spec, space, total),
                 scheduler=_scheduler(space),
+                reuse_actors=True,  # a trial starts in a warm worker (torch and the data code already imported)
             ),
             run_config=tune.RunConfig(
                 name=spec.name,
@@ -345,8 +353,8 @@ def _summarise(spec: SweepSpec, space: SweepSpace, storage: SweepStorage, tracke
     callback = MlflowSweepCallback.active(spec.name)
     missed = sorted(callback.missed) if callback is not None else []
     if missed:
-        say(f"warning: MLflow missed parts of {len(missed)} trial(s) while it was unreachable; back-fill with:\n"
-            f"  none-sweep sync-mlflow --name {shlex.quote(spec.name)} --storage {shlex.quote(storage.root)}")  # fmt: skip
+        say(f"warning: MLflow missed parts of {len(missed)} trial(s) while it was unreachable; back-fill with:")
+        say(f"  none-sweep sync-mlflow --name {shlex.quote(spec.name)} --storage {shlex.quote(storage.root)}")
     if interrupted:
         say(f"interrupted. Resume with:\n  {resume_cmd}")
         return 130

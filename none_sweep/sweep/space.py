@@ -326,7 +326,8 @@ def _param(key: str, value: Any, base_flat: Mapping[str, Any]) -> Param:
             raise fail(f"{where}.values", f"{where}.values must list at least one value for type choice")
         for v in ps.values:
             if v is not None and not isinstance(v, (bool, int, float, str)):
-                raise fail(f"{where}.values", f"{where}.values entries must be numbers, strings, booleans or null, got {v!r}")
+                raise fail(f"{where}.values",
+                           f"{where}.values entries must be numbers, strings, booleans or null, got {v!r}")  # fmt: skip
         if ps.low is not None or ps.high is not None or ps.step is not None:
             raise fail(where, f"{where}: type choice takes values, not low/high/step")
     else:
@@ -406,7 +407,8 @@ def _objectives(items: list[dict[str, Any]]) -> list[Objective]:
 def _constraint(i: int, text: str) -> Constraint:
     m = _CONSTRAINT.match(text)
     if not m:
-        raise fail(f"constraints[{i}]", f"constraints[{i}]: cannot parse {text!r}; write e.g. 'clean_acc_drop <= 0.02' (<= or >=)")
+        hint = "write e.g. 'clean_acc_drop <= 0.02' (<= or >=)"
+        raise fail(f"constraints[{i}]", f"constraints[{i}]: cannot parse {text!r}; {hint}")
     _check_metric(f"constraints[{i}]", m.group(1), FINAL_METRICS)
     return Constraint(m.group(1), m.group(2), float(m.group(3)))
 
@@ -439,7 +441,8 @@ def _check_bounds(space: SweepSpace, base_flat: Mapping[str, Any]) -> None:
                     f"{cond_key}={base_flat.get(cond_key)!r}, not one of {list(allowed)}",
                 )
             if searched is not None and searched.type == "choice" and not any(v in allowed for v in searched.values):
-                raise fail(f"space[{p.key}].when", f"space[{p.key}].when can never hold: no choice of {cond_key} is in {list(allowed)}")
+                where = f"space[{p.key}].when"
+                raise fail(where, f"{where} can never hold: no choice of {cond_key} is in {list(allowed)}")
 
 
 def _check_points(space: SweepSpace, base_flat: Mapping[str, Any]) -> None:
@@ -474,7 +477,8 @@ def _check_settings(space: SweepSpace) -> None:
         metric = sch.metric or space.objectives[0].metric
         _check_metric("scheduler.metric", metric, EPOCH_METRICS)
         if sch.grace_period > sch.max_t:
-            raise fail("scheduler.grace_period", f"scheduler.grace_period ({sch.grace_period}) must not exceed max_t ({sch.max_t})")
+            message = f"scheduler.grace_period ({sch.grace_period}) must not exceed max_t ({sch.max_t})"
+            raise fail("scheduler.grace_period", message)
     r = space.resources
     if r.gpu > 1 and not float(r.gpu).is_integer():
         raise fail("resources.gpu", f"resources.gpu must be a fraction in (0, 1] or a whole number, got {r.gpu:g}")

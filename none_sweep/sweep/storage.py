@@ -21,7 +21,8 @@ SPEC_FILE = "sweep.json"
 BASELINE_FILE = "baseline.json"
 JOURNAL_FILE = "optuna.journal"
 PRETRAIN_CACHE = "pretrain_cache"
-OUTCOMES = "trial_outcomes"  # <trial id>/outcome.json (+ model_state.pt): how a trial ended, written before Ray hears it
+#: ``<trial id>/outcome.json`` (+ ``model_state.pt``): how a trial ended, written before Ray hears of it.
+OUTCOMES = "trial_outcomes"
 
 
 def is_uri(storage: str) -> bool:
@@ -40,7 +41,10 @@ class SweepStorage:
             path = storage[len("file://"):] if storage.startswith("file://") else storage
             self.local_root = Path(path).expanduser().resolve()
             self.root = str(self.local_root)
-        self.experiment_path = posixpath.join(self.root, name) if self.local_root is None else str(self.local_root / name)
+        if self.local_root is None:
+            self.experiment_path = posixpath.join(self.root, name)
+        else:
+            self.experiment_path = str(self.local_root / name)
 
     @property
     def is_local(self) -> bool:

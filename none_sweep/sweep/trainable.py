@@ -145,7 +145,8 @@ def _replay_final(records: OutcomeRecords, outcome: dict[str, Any], node: str) -
         if model is not None:
             (Path(folder) / MODEL_STATE).write_bytes(model)
         (Path(folder) / OUTCOME).write_text(json.dumps(outcome, default=float), encoding="utf-8")
-        tune.report({**outcome["metrics"], "node_id": node, "replayed": 1}, checkpoint=tune.Checkpoint.from_directory(folder))
+        metrics = {**outcome["metrics"], "node_id": node, "replayed": 1}
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def _model_bytes(run: Any) -> bytes:

@@ -50,7 +50,8 @@ class MlflowSweepCallback(Callback):
 
     # The callback is pickled into Ray's tuner.pkl: keep only its settings.
     def __getstate__(self) -> dict[str, Any]:
-        return {"tracking_uri": self.tracking_uri, "sweep": self.sweep, "space": self.space, "retry_after_s": self.retry_after_s}
+        keys = ("tracking_uri", "sweep", "space", "retry_after_s")
+        return {k: self.__dict__[k] for k in keys}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -110,7 +111,8 @@ class MlflowSweepCallback(Callback):
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._ensure_run(trial)
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                        **info: Any) -> None:  # fmt: skip
         self._pending.setdefault(trial.trial_id, []).append(dict(result))
         self._flush(trial)
 
@@ -118,7 +120,8 @@ class MlflowSweepCallback(Callback):
         run_id = self._ensure_run(trial)
         if run_id:
             reason = error_reason(trial)
-            self._call("tagging a retry", trial.trial_id, self.tracker.client.set_tag, run_id, "none_sweep.last_retry_error", reason[:5000])
+            set_tag = self.tracker.client.set_tag
+            self._call("tagging a retry", trial.trial_id, set_tag, run_id, "none_sweep.last_retry_error", reason[:5000])
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._close(trial, "FINISHED")
@@ -178,10 +181,16 @@ class MlflowSweepCallback(Callback):
             config = self._resolved(trial)
             ok, has = self._call("looking up the model", tid, self.tracker.has_model, run_id)
             if config is not None and ok and not has:
-                self._call("logging the model", tid, latest_model_state(trial), lambda p: self.tracker.log_model(run_id, config, p))
+
+                def log(path: Any) -> None:
+                    self.tracker.log_model(run_id, config, path)
+
+                self._call("logging the model", tid, latest_model_state(trial), log)
             ok, _ = self._call("closing a trial run", tid, self.tracker.finish_child, run_id, "FINISHED", None, tags)
         else:
-            ok, _ = self._call("closing a failed trial run", tid, self.tracker.finish_child, run_id, "FAILED", error_reason(trial), tags)
+            reason = error_reason(trial)
+            finish = self.tracker.finish_child
+            ok, _ = self._call("closing a failed trial run", tid, finish, run_id, "FAILED", reason, tags)
         if ok:
             self._closed.add(tid)
             self._statuses[tid] = status
@@ -210,7 +219,8 @@ class MlflowSweepCallback(Callback):
             terminal = trial.status in ("TERMINATED", "ERROR")
             run = children.get(tid)
             if terminal and (run is None or run.info.status == "RUNNING" or tid in self.missed):
-                ok, run_id = self._call("back-filling a trial", tid, backfill_trial, self.tracker, self.space, trial, run, stats, mark=False)
+                ok, run_id = self._call("back-filling a trial", tid, backfill_trial, self.tracker, self.space, trial,
+                                        run, stats, mark=False)  # fmt: skip
                 if ok:
                     self._runs[tid] = run_id
                     self._closed.add(tid)

@@ -122,9 +122,11 @@ class SweepTracker:
         metrics = {f"baseline_{k}": v for k, v in metrics_of(baseline.get("metrics", {})).items()}
         self.log_metrics(self.parent_id, metrics, step=0)
         cfg = config_from_dict(baseline["config"], source="baseline")
-        self.client.log_text(self.parent_id, dump_config(cfg, header="undefended baseline of this sweep"), "baseline_config.yaml")
+        text = dump_config(cfg, header="undefended baseline of this sweep")
+        self.client.log_text(self.parent_id, text, "baseline_config.yaml")
 
-    def finish_parent(self, status: str, metrics: Mapping[str, float] | None = None, pareto_csv: str | None = None) -> None:
+    def finish_parent(self, status: str, metrics: Mapping[str, float] | None = None,
+                      pareto_csv: str | None = None) -> None:  # fmt: skip
         """``status``: finished | interrupted | failed (tag), mapped to the MLflow run status."""
         if metrics:
             self.log_metrics(self.parent_id, metrics, step=0)
@@ -219,7 +221,7 @@ class SweepTracker:
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
         mlflow.set_tracking_uri(self.uri)
-        mlflow.set_experiment(experiment_id=self.experiment_id)  # MLflow 3 files the LoggedModel under the active experiment
+        mlflow.set_experiment(experiment_id=self.experiment_id)  # MLflow 3 files a LoggedModel under the active one
         mlflow.pytorch.log_model(
             model,
             name="model",

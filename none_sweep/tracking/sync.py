@@ -136,8 +136,8 @@ class SyncStats:
                 f"attached {self.models} models")  # fmt: skip
 
 
-def backfill_trial(tracker: Any, space: Any, trial: Any, run: Any | None, stats: SyncStats, *, history: list[dict] | None = None,
-                   mark: bool = True) -> str:  # fmt: skip
+def backfill_trial(tracker: Any, space: Any, trial: Any, run: Any | None, stats: SyncStats, *,
+                   history: list[dict] | None = None, mark: bool = True) -> str:  # fmt: skip
     """Bring one trial's child run in line with Ray's record of it; returns the run id."""
     status = final_status(trial)
     if run is None:
@@ -151,8 +151,9 @@ def backfill_trial(tracker: Any, space: Any, trial: Any, run: Any | None, stats:
         mlflow_status = run.info.status
     rows = history if history is not None else read_history(trial)
     missing = [r for r in rows if step_of(r) not in logged]
-    if not missing and trial.last_result and step_of(trial.last_result) not in logged and trial.last_result.get("final"):
-        missing = [trial.last_result]
+    last = trial.last_result or {}
+    if not missing and last.get("final") and step_of(last) not in logged:
+        missing = [last]  # result.json not synced yet: the last result is in the experiment state
     if missing:
         stats.epochs += tracker.log_results(run_id, missing)
     if status is None:
@@ -229,7 +230,8 @@ def sync_sweep(storage: Any, name: str, tracking_uri: str | None, say: Callable[
         for trial in analysis.trials:
             backfill_trial(tracker, spec.space, trial, children.get(trial.trial_id), stats)
         statuses = [t.status for t in analysis.trials]
-        complete = statuses and all(s in ("TERMINATED", "ERROR") for s in statuses) and len(statuses) >= spec.num_samples
+        ended = all(s in ("TERMINATED", "ERROR") for s in statuses)
+        complete = bool(statuses) and ended and len(statuses) >= spec.num_samples
         if complete and parent.data.tags.get("none_sweep.status") != "finished":
             finish_tracking(tracker, spec, storage, analysis.trials, "finished", say)
     except TrackingError:
