@@ -48,7 +48,10 @@ def _result_files(trial: Any) -> list[tuple[Any, str]]:
     import pyarrow.fs
 
     out = []
-    local = getattr(trial, "local_path", None)
+    try:  # the driver's staging copy; Ray's property asserts a running Ray (sync-mlflow has none)
+        local = getattr(trial, "local_path", None)
+    except Exception:
+        local = None
     if local:
         out.append((pyarrow.fs.LocalFileSystem(), str(Path(local) / "result.json")))
     storage = getattr(trial, "storage", None)
