@@ -224,3 +224,69 @@ def test_ctrl_c_stops_cleanly_prints_the_resume_command_and_resume_finishes(tmp_
     tracker = SweepTracker(uri, "c")
     assert set(tracker.children()) == {t.trial_id for t in trials}
     assert tracker.client.get_run(tracker.parent_id).data.tags["none_sweep.status"] == "finished"
+
+
+# ---------------------------------------------------------------------- a tracking server that goes away
+def _start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    proc = subprocess.Popen(
+        [mlflow, "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1", "--artifacts-destination", str(folder / "artifacts")],
+        stdout=open(folder / f"server-{port}.log", "a"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    import urllib.request
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return proc
+        except OSError:
+            assert proc.poll() is None, (folder / f"server-{port}.log").read_text()[-2000:]
+            time.sleep(1)
+    kill_group(proc)
+    raise AssertionError("mlflow server did not come up")
+
+
+def test_tracking_server_down_mid_sweep_then_sync_mlflow_backfills(tmp_path: Path) -> None:
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_mlflow_server(tmp_path, port)
+    storage = tmp_path / "ray"
+    args = [*CLI, "sweep", str(DIGITS), "--name", "o", "--storage", str(storage), "--tracking-uri", uri]
+    out = tmp_path / "sweep.log"
+    try:
+        with open(out, "w") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+            deadline = time.monotonic() + 600
+            while not finished_records(storage / "o"):
+                assert proc.poll() is None and time.monotonic() < deadline, out.read_text()[-3000:]
+                time.sleep(0.5)
+            kill_group(server)  # the tracking server dies mid-sweep
+            code = proc.wait(timeout=900)
+    finally:
+        if server.poll() is None:
+            kill_group(server)
+    text = out.read_text()
+    assert code == 0, text[-3000:]  # the sweep finished anyway
+    assert "none-sweep sync-mlflow --name o" in text and "MLflow:" in text
+    trials = ray_trials(storage / "o")
+    assert len(trials) == 6 and all(t.status == "TERMINATED" for t in trials)
+
+    server = _start_mlflow_server(tmp_path, port)  # back up, on the same store
+    try:
+        sync = subprocess.run([*CLI, "sync-mlflow", "--name", "o", "--storage", str(storage)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert sync.returncode == 0, sync.stdout[-3000:] + sync.stderr[-3000:]
+        tracker = SweepTracker(uri, "o")
+        children = tracker.children()
+        assert set(children) == {t.trial_id for t in trials}
+        for t in trials:
+            run = children[t.trial_id]
+            assert run.info.status == "FINISHED"
+            assert run.data.metrics["asr"] == pytest.approx(t.last_result["asr"])
+            assert tracker.has_model(run.info.run_id)
+        parent = tracker.client.get_run(tracker.parent_id)
+        assert parent.data.tags["none_sweep.status"] == "finished" and "baseline_asr" in parent.data.metrics
+    finally:
+        kill_group(server)

@@ -115,6 +115,8 @@ def run_sweep(opts: SweepOptions, say: Say = lambda line: print(line, flush=True
 
     os.environ.pop("MLFLOW_RUN_ID", None)  # never let an outer MLflow run capture the sweep or leak to workers
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # relative data paths keep working inside trials
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # snapshots are cheap here
+    log_to_stderr()
     spec, storage = resolve_sweep(opts, default_tracking_uri("."))
     resume_cmd = resume_command(spec, storage)
     state: dict[str, Any] = {}
@@ -124,6 +126,18 @@ def run_sweep(opts: SweepOptions, say: Say = lambda line: print(line, flush=True
         _close_parent(state, "interrupted")
         say(f"\ninterrupted. Resume with:\n  {resume_cmd}")
         return 130
+
+
+def log_to_stderr() -> None:
+    """Our own warnings (MLflow unreachable, a trial told FAIL to Optuna) on stderr, whatever Ray did to logging."""
+    package = logging.getLogger("none_sweep")
+    if not any(getattr(h, "_none_sweep", False) for h in package.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("none-sweep: %(message)s"))
+        handler._none_sweep = True  # type: ignore[attr-defined]
+        package.addHandler(handler)
+        package.setLevel(logging.INFO)
+        package.propagate = False
 
 
 def resolve_sweep(opts: SweepOptions, default_uri: str) -> tuple[SweepSpec, SweepStorage]:
