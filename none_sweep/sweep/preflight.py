@@ -100,6 +100,34 @@ def check_dataset(space: SweepSpace) -> None:
         raise
 
 
+def check_dataset_on_cluster(space: SweepSpace) -> None:
+    """The dataset check as a Ray task with one trial's resources, so it runs on a node trials would use."""
+    import ray
+
+    from ..config import to_dict
+
+    r = space.resources
+    task = ray.remote(num_cpus=r.cpu, num_gpus=r.gpu, max_retries=0)(_load_base_data)
+    try:
+        ray.get(task.remote(to_dict(space.base_config()), space.path))
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, DataError):
+            raise DataError(str(cause)) from None
+        raise
+
+
+def _load_base_data(cfg: dict[str, Any], path: str) -> None:
+    from ..config import config_from_dict
+    from ..data import load_dataset
+
+    base = config_from_dict(cfg, source=path)
+    try:
+        load_dataset(base.data, base.seed)
+    except DataError as exc:
+        raise DataError(f"{path}: base data on a Ray node: {exc}") from None
+
+
 def check_resources(space: SweepSpace) -> dict[str, float]:
     """Per-trial cpu/gpu must fit the largest alive node; returns the cluster's total CPU/GPU."""
     import ray

@@ -126,6 +126,9 @@ def run_sweep(opts: SweepOptions, say: Say = lambda line: print(line, flush=True
         _close_parent(state, "interrupted")
         say(f"\ninterrupted. Resume with:\n  {resume_cmd}")
         return 130
+    except BaseException:
+        _close_parent(state, "failed")  # e.g. the baseline diverged: the parent run must not stay RUNNING
+        raise
 
 
 def log_to_stderr() -> None:
@@ -207,7 +210,8 @@ def _run(spec: SweepSpec, storage: SweepStorage, opts: SweepOptions, say: Say, r
     # ---- preflight (before any trial, each failure one line, exit 2)
     preflight.check_storage(storage)
     tracker = preflight.check_tracking(spec.tracking_uri, spec.name)
-    preflight.check_dataset(space)
+    if not opts.address:
+        preflight.check_dataset(space)  # here, before Ray starts: this machine is where the trials run
     import ray
 
     ray.init(
@@ -218,6 +222,8 @@ def _run(spec: SweepSpec, storage: SweepStorage, opts: SweepOptions, say: Say, r
         logging_level=logging.WARNING,
     )
     total = preflight.check_resources(space)
+    if opts.address:
+        preflight.check_dataset_on_cluster(space)  # where the trials run, not on the machine that submitted
     if not spec.versions:
         spec.versions = versions()
     if not opts.resume:
