@@ -1,0 +1,146 @@
+"""The benchmarks' core functions at tiny sizes: they run, and each naive reference agrees with the library.
+
+No timing is asserted anywhere: these tests only keep ``python -m bench.bench_*`` from rotting and make sure
+the speed-ups in ``bench/RESULTS.md`` compare equal results.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bench import bench_analysis, bench_epoch, bench_overhead, bench_sweep
+from bench._common import synthetic_images, table
+
+CPU = torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- bench_analysis
+def test_naive_statistic_agrees_with_the_library_streaming_path() -> None:
+    acts, probs = bench_analysis.synthetic_activations(700, [5, 12, 3], num_classes=4, seed=1)
+    ours = bench_analysis.ours_scores(acts, probs, batch=128)  # several batches: the streaming path
+    for a, o in zip(acts, ours):
+        naive = bench_analysis.naive_layer_scores(a.numpy(), probs.numpy())
+        ok, diff = bench_analysis.scores_agree(o, naive)
+        assert ok, diff
+
+
+def test_naive_statistic_skips_classes_with_an_empty_strong_or_weak_set_like_the_library() -> None:
+    g = torch.Generator().manual_seed(0)
+    acts = [torch.randn(60, 6, generator=g).abs()]
+    probs = torch.full((60, 3), 0.05)
+    probs[:30, 0] = 0.9  # class 0: strong for 30 samples, weak for the other 30
+    probs[30:, 1] = 0.9  # class 1: strong for 30
+    probs[:, 2] = 0.5  # class 2: never strong and never weak -> skipped, counts as 0
+    probs = probs / probs.sum(1, keepdim=True)
+    ours = bench_analysis.ours_scores(acts, probs, lamda_l=0.1, lamda_h=0.6)[0]
+    naive = bench_analysis.naive_layer_scores(acts[0].numpy(), probs.numpy(), lamda_l=0.1, lamda_h=0.6)
+    assert bench_analysis.scores_agree(ours, naive)[0]
+    assert (naive >= 0).all()  # a skipped class puts a floor of 0 under every score
+
+
+def test_naive_subset_of_channels_matches_the_first_channels() -> None:
+    acts, probs = bench_analysis.synthetic_activations(300, [10], num_classes=3, seed=2)
+    full = bench_analysis.naive_layer_scores(acts[0].numpy(), probs.numpy())
+    part = bench_analysis.naive_layer_scores(acts[0].numpy(), probs.numpy(), channels=4)
+    np.testing.assert_array_equal(part, full[:4])
+
+
+@pytest.mark.parametrize("values", [
+    np.r_[np.random.default_rng(0).normal(0, 1, 200), np.random.default_rng(1).normal(6, 1, 15)],
+    np.array([1.0, 1.0, 1.0, 5.0, 5.0, 2.0, 2.0]),  # ties: a split only between different values
+    np.random.default_rng(3).exponential(1.0, 400),
+])  # fmt: skip
+def test_naive_breaks_agree_with_the_library(values: np.ndarray) -> None:
+    assert bench_analysis.naive_breaks(values) == pytest.approx(bench_analysis.ours_breaks(torch.from_numpy(values)))
+
+
+def test_statistic_bench_on_resnet18_shapes_runs_and_agrees() -> None:
+    r = bench_analysis.bench_statistic(200, CPU, seed=0, naive_fraction=0.01, repeats=1)
+    assert r["layers"] == 15 and r["channels"] == 4480  # ResNet-18 layer2..layer4 + downsample, as published
+    assert r["agree"] and r["breaks_agree"]
+    assert r["ours_s"] > 0 and r["naive_s"] > 0
+
+
+def test_full_pass_bench_runs_and_the_naive_pass_gives_the_same_scores() -> None:
+    r = bench_analysis.bench_full_pass(16, CPU, seed=0, batch=8, naive=True, model_name="small_cnn", skip_first=0)
+    assert r["naive_agree"] and r["passes"] == 1
+    assert r["analyse_s"] > 0 and r["epoch_s"] > 0
+
+
+# --------------------------------------------------------------------------- bench_epoch
+def test_conventional_and_resident_pipelines_feed_the_model_the_same_numbers() -> None:
+    from none_sweep.data import dataset_info
+
+    for name in ("cifar10", "fashion-mnist"):
+        info = dataset_info(name)
+        x, y = synthetic_images(6, info.channels, info.size, info.num_classes, seed=0)
+        plain = bench_epoch.ConventionalDataset(x, y, bench_epoch.conventional_transform(info, augment=False))
+        conventional = torch.stack([plain[i][0] for i in range(len(plain))])
+        resident = bench_epoch.resident_data(x, y, info, CPU, channels_last=False).prepare(x)
+        torch.testing.assert_close(conventional, resident, rtol=1e-5, atol=1e-5)
+        augmented = bench_epoch.ConventionalDataset(x, y, bench_epoch.conventional_transform(info))[0][0]
+        assert augmented.shape == resident[0].shape
+
+
+@pytest.mark.parametrize("variant", ["conventional", "resident-fp32"])
+def test_epoch_bench_runs_both_paths(variant: str) -> None:
+    w = bench_epoch.Workload("small_cnn", "fashion-mnist", 48)
+    r = bench_epoch.measure(w, bench_epoch.VARIANTS[variant], 16, CPU, workers=0, repeats=1, warmup_batches=1, seed=0)
+    assert r["s"] > 0 and math.isfinite(r["loss"])
+
+
+def test_flop_count_of_resnet18_is_the_known_figure() -> None:
+    flops = bench_epoch.train_flops_per_image(bench_epoch.Workload("resnet18", "cifar10", 1))
+    assert 3.0e9 < flops < 3.6e9  # 0.56 GMAC forward on 32x32 = 1.11 GFLOP, x3 for forward + backward
+
+
+# --------------------------------------------------------------------------- bench_overhead / bench_sweep
+def test_overhead_arithmetic() -> None:
+    # 4 trials, 1.5 s each + 20 ms per report, 5 ms of work per report, one at a time
+    wall = lambda k: 4 * (1.5 + k * (0.020 + 0.005))  # noqa: E731
+    per_trial, per_report = bench_overhead.overheads(wall(1), wall(21), 4, 1, 21, 0.005)
+    assert per_trial == pytest.approx(1.5) and per_report == pytest.approx(0.020)
+    # two at a time halve the wall, not the per-trial cost
+    per_trial, per_report = bench_overhead.overheads(wall(1) / 2, wall(21) / 2, 4, 1, 21, 0.005, concurrent=2)
+    assert per_trial == pytest.approx(1.5) and per_report == pytest.approx(0.020)
+
+
+def test_overhead_epoch_result_is_what_the_trainable_reports() -> None:
+    from none_sweep.sweep.space import EPOCH_METRICS
+
+    result = bench_overhead.epoch_result(3, final=True)
+    assert set(EPOCH_METRICS) <= set(result) and result["final"] == 1
+
+
+@pytest.mark.parametrize("device,quick", [("cpu", True), ("cpu", False), ("cuda", False)])
+def test_sweep_configs_validate(device: str, quick: bool) -> None:
+    space = bench_sweep.make_space(bench_sweep.base_config(device, quick, None))
+    cfg = space.trial_config({"defense.max_reset_fraction": 0.1})
+    assert cfg.defense.max_reset_fraction == 0.1 and cfg.defense.enabled
+
+
+def test_synthetic_dataset_loads_through_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    from none_sweep.config import DataConfig
+    from none_sweep.data import load_dataset
+
+    monkeypatch.setenv("BENCH_SYNTHETIC_TRAIN", "40")
+    bench_sweep.register_synthetic()
+    data = load_dataset(DataConfig(name=bench_sweep.SYNTHETIC, test_subset=20), seed=0)
+    assert data.train_x.dtype == torch.uint8 and data.train_x.shape[1:] == (3, 32, 32)
+    assert data.info.augmentation == "crop_flip" and len(data.test_y) == 20
+
+
+def test_gpu_sampler_without_nvidia_smi_reports_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with bench_sweep.GpuSampler() as sampler:
+        pass
+    assert math.isnan(sampler.mean_util)
+
+
+def test_table_is_markdown() -> None:
+    text = table(["a", "b"], [[1, 0.12345], ["x", float("nan")]])
+    assert text.splitlines()[0].startswith("| a") and "0.123" in text and "n/a" in text
