@@ -3,8 +3,8 @@
 Every case must end the same way: exit code 2, exactly one line on stderr (``none-sweep CMD: error: ...``)
 naming the cause and the fix, no traceback, and nothing recorded in the tracking store (its SQLite file is
 absent or holds no run). ``tests/test_config.py`` has the config-file corpus (34 cases); this file adds the
-other categories. One case (``gpu: 4`` per trial on a GPU-less machine) needs a real local Ray: it runs in a
-private ``RAY_TMPDIR`` and Ray is shut down after the module.
+other categories. One case (``gpu: 4`` per trial on a GPU-less machine) needs a real local Ray: it runs as a
+subprocess with a private ``RAY_TMPDIR`` whose processes are killed afterwards.
 """
 
 from __future__ import annotations
@@ -366,29 +366,29 @@ def test_corpus_size_and_spread() -> None:
 
 
 # --------------------------------------------------------------------------- resources: needs a real (local) Ray
-@pytest.fixture(scope="module")
-def private_ray_tmp():
-    import ray
+def test_impossible_gpus_per_trial_is_refused_before_any_trial(tmp_path: Path) -> None:
+    """Run as the user runs it (a process with its own local Ray, in a private RAY_TMPDIR killed afterwards)."""
+    import shutil
 
-    tmp = tempfile.mkdtemp(prefix="rb", dir="/tmp")
-    old = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = tmp
-    yield tmp
-    ray.shutdown()
-    if old is None:
-        os.environ.pop("RAY_TMPDIR", None)
-    else:
-        os.environ["RAY_TMPDIR"] = old
-
-
-def test_impossible_gpus_per_trial_is_refused_before_any_trial(ctx: Ctx, capsys, private_ray_tmp) -> None:
     import torch
+
+    from test_faults_common import kill_matching
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: 4 GPUs per trial may be possible")
-    code = main(ctx.sweep(ctx.space(with_({"resources.gpu": 4}))))
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    ctx = Ctx(tmp_path)
+    space = ctx.space(with_({"resources.gpu": 4}))
+    ray_tmp = tempfile.mkdtemp(prefix="rb", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env.update(RAY_TMPDIR=ray_tmp)  # Ray's default auth mode: its "token authentication is enabled" notice is dropped
+    try:
+        proc = subprocess.run([sys.executable, "-m", "none_sweep", *ctx.sweep(space)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+    finally:
+        kill_matching(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "resources.gpu=4 per trial, but the largest Ray node has no GPU" in err
     assert "set resources.gpu=0 (CPU) or run on a GPU cluster (--address)" in err
     assert runs_in_store(ctx.db) == 0

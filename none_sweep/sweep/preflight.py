@@ -40,6 +40,28 @@ def quiet(names: tuple[str, ...], level: int = logging.WARNING) -> Iterator[None
             lg.setLevel(lvl)
 
 
+#: Ray 2.59+ announces, at WARNING, that token authentication is on for a new local instance: the safe
+#: default, not news, and it would precede a preflight error's one line. Its warning that authentication is
+#: *off* is kept.
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+RAY_AUTH_ENABLED_NOTICE = "Token authentication is enabled"
+
+
+@contextlib.contextmanager
+def dropping(logger_name: str, prefix: str) -> Iterator[None]:
+    """Drop the records of one logger whose message starts with ``prefix`` for a block."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(prefix)
+
+    logger = logging.getLogger(logger_name)
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
 @contextlib.contextmanager
 def env(values: dict[str, str], override: bool = True) -> Iterator[None]:
     """Set environment variables for a block (``override=False`` keeps values the user set)."""

@@ -214,13 +214,14 @@ def _run(spec: SweepSpec, storage: SweepStorage, opts: SweepOptions, say: Say, r
         preflight.check_dataset(space)  # here, before Ray starts: this machine is where the trials run
     import ray
 
-    ray.init(
-        address=opts.address or None,
-        ignore_reinit_error=True,
-        include_dashboard=False if not opts.address else None,
-        runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}},
-        logging_level=logging.WARNING,
-    )
+    with preflight.dropping(preflight.RAY_AUTH_LOGGER, preflight.RAY_AUTH_ENABLED_NOTICE):
+        ray.init(
+            address=opts.address or None,
+            ignore_reinit_error=True,
+            include_dashboard=False if not opts.address else None,
+            runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}},
+            logging_level=logging.WARNING,
+        )
     total = preflight.check_resources(space)
     if opts.address:
         preflight.check_dataset_on_cluster(space)  # where the trials run, not on the machine that submitted
