@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -76,6 +77,7 @@ def two_nodes() -> Iterator[dict]:
             if not kill_matching(temp_dir):
                 break
             time.sleep(1)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.timeout(720)
