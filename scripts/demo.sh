@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/none-sweep sweep search_spaces/digits_tiny.yaml --name digits-demo "$@"
-.venv/bin/none-sweep report --experiment digits-demo --out reports/digits-demo
+NAME="digits-demo-$(date +%Y%m%d-%H%M%S)"  # a fresh sweep each time; a finished one is never overwritten
+.venv/bin/none-sweep sweep search_spaces/digits_tiny.yaml --name "$NAME" "$@"
+.venv/bin/none-sweep report --experiment "$NAME" --out "reports/$NAME"
 echo
 echo "Open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db --host 127.0.0.1 --port 5000"
-echo "then http://127.0.0.1:5000 → experiment 'digits-demo' (Chart view: asr vs clean_acc); Pareto plot: reports/digits-demo/pareto.png"
+echo "then http://127.0.0.1:5000 → experiment '$NAME' (Chart view: asr vs clean_acc); Pareto plot: reports/$NAME/pareto.png"

@@ -125,7 +125,9 @@ def fmnist():
 
 
 def test_registry_lists_every_dataset():
-    assert set(DATASETS.names()) == {"fashion-mnist", "digits", "mnist", "cifar10", "cifar100", "gtsrb"}
+    # bench.bench_sweep registers a synthetic "bench-*" set when its smoke test imports it
+    shipped = {name for name in DATASETS.names() if not name.startswith("bench-")}
+    assert shipped == {"fashion-mnist", "digits", "mnist", "cifar10", "cifar100", "gtsrb"}
 
 
 @pytest.mark.parametrize(
