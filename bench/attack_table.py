@@ -2,9 +2,14 @@
 
     python -m bench.attack_table                       # all five Fashion-MNIST configs, paper thresholds
     python -m bench.attack_table --configs configs/fmnist_badnets.yaml --set defense.max_reset_fraction=0.2
+    python -m bench.attack_table --json paper.json                      # keep the raw results ...
+    python -m bench.attack_table --baselines paper.json --set defense.finetune_lr=0.01 --json tuned.json
 
 Each config runs twice with the same seed (defense off, defense on), through the same code path as
 ``none-sweep train``; the table gives clean accuracy, ASR, robust accuracy, detection and wall time.
+``--baselines`` takes the undefended rows from an earlier ``--json`` instead of re-training them, but only
+where that run's resolved config equals this one's with the defense off (else it trains it again), so a
+defended-only re-run with other defense settings still compares against exactly the same attacked model.
 """
 
 from __future__ import annotations
@@ -16,19 +21,26 @@ import time
 from pathlib import Path
 
 from none_sweep.config import load_config, parse_overrides
+from none_sweep.config.validation import to_dict
 from none_sweep.train import ExperimentRun, compare_to_baseline
 
 DEFAULT_CONFIGS = [f"configs/fmnist_{a}.yaml" for a in ("badnets", "blend", "all_to_all", "sig", "wanet")]
 
 
-def run_pair(path: str, overrides: list[str], say) -> dict:
-    rows = {}
+def run_pair(path: str, overrides: list[str], say, earlier: dict | None = None) -> dict:
+    rows: dict = {}
     for label, extra in (("undefended", ["defense.enabled=false"]), ("none", [])):
         cfg = load_config(path, parse_overrides(overrides + extra))
+        resolved = to_dict(cfg)
+        if label == "undefended" and earlier and earlier.get("undefended_config") == resolved:
+            say(f"  [{Path(path).stem} {label}] reusing the undefended run from --baselines (same resolved config)")
+            rows[label], rows["undefended_config"] = earlier[label], resolved
+            continue
         run = ExperimentRun(cfg, progress=lambda line, lab=label: say(f"  [{Path(path).stem} {lab}] {line}"))
         for _ in run.epochs():
             pass
         rows[label] = run.result().metrics
+        rows[f"{label}_config"] = resolved
     rows["compare"] = compare_to_baseline(rows["none"], rows["undefended"])
     return rows
 
@@ -58,14 +70,18 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--baselines", help="an earlier --json: reuse its undefended runs where the config matches")
     args = parser.parse_args()
     say = lambda line: print(line, flush=True)  # noqa: E731
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    results = {Path(p).stem: run_pair(p, args.overrides, say) for p in args.configs}
+    earlier = json.loads(Path(args.baselines).read_text()) if args.baselines else {}
+    results = {}
+    for p in args.configs:
+        results[Path(p).stem] = run_pair(p, args.overrides, say, earlier.get(Path(p).stem))
+        if args.json:  # after every pair, so an interrupted table keeps what it finished
+            Path(args.json).write_text(json.dumps(results, indent=2, default=float))
     print(f"\n{started}, {platform.processor() or platform.machine()}, overrides {args.overrides or 'none'}\n")
     print(table(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=float))
 
 
 if __name__ == "__main__":

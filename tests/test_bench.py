@@ -144,3 +144,28 @@ def test_gpu_sampler_without_nvidia_smi_reports_nothing(monkeypatch: pytest.Monk
 def test_table_is_markdown() -> None:
     text = table(["a", "b"], [[1, 0.12345], ["x", float("nan")]])
     assert text.splitlines()[0].startswith("| a") and "0.123" in text and "n/a" in text
+
+
+# --------------------------------------------------------------------------- attack_table
+def test_attack_table_reuses_a_baseline_only_for_the_same_attacked_model(tmp_path) -> None:
+    """``--baselines``: a defense-only change keeps the undefended run; any other change trains it again."""
+    from bench import attack_table
+
+    config, short = "configs/digits_badnets.yaml", ["train.epochs=2", "defense.pretrain_epochs=2",
+                                                    "defense.reset_interval=1"]  # fmt: skip
+    lines: list[str] = []
+    first = attack_table.run_pair(config, short, lines.append)
+    assert first["undefended_config"]["defense"]["enabled"] is False
+    assert not any("reusing" in line for line in lines)
+
+    lines.clear()
+    tuned = attack_table.run_pair(config, short + ["defense.max_reset_fraction=0.3"], lines.append, first)
+    assert any("reusing the undefended run" in line for line in lines)
+    assert tuned["undefended"] == first["undefended"]
+    assert tuned["none"]["neurons_reset"] != first["none"]["neurons_reset"]  # the defense really changed
+
+    lines.clear()
+    other = attack_table.run_pair(config, short + ["attack.poison_rate=0.2"], lines.append, first)
+    assert not any("reusing" in line for line in lines)  # another attacked model: trained again
+    assert other["undefended_config"]["attack"]["poison_rate"] == 0.2
+    assert "| digits_badnets |" in attack_table.table({"digits_badnets": tuned})

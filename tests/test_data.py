@@ -411,3 +411,13 @@ def test_augment_on_cuda_matches_shape_and_is_deterministic():
     a = augment_batch(x, "crop_flip", torch.Generator(device="cuda").manual_seed(0))
     b = augment_batch(x, "crop_flip", torch.Generator(device="cuda").manual_seed(0))
     assert a.is_cuda and torch.equal(a, b) and a.shape == x.shape
+
+
+def test_a_trial_worker_does_not_pay_for_importing_scikit_learn() -> None:
+    """Every fresh Ray worker imports the training core; scikit-learn (~5 s) loads only when digits is used."""
+    import subprocess
+    import sys
+
+    code = "import sys, none_sweep.train, none_sweep.data; print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from ..config.schema import DataConfig
 from ._base import DatasetInfo, Splits, register_dataset
@@ -26,6 +24,10 @@ TEST_FRACTION = 0.2
 @register_dataset(INFO)
 def load_sklearn_digits(cfg: DataConfig, seed: int) -> Splits:
     """A seeded stratified 80/20 split (the dataset has none); pixel values 0..16 scaled to 0..255."""
+    # Imported here: scikit-learn costs ~5 s of import time, paid by every fresh trial worker otherwise.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
     x = torch.from_numpy(images).unsqueeze(1)
