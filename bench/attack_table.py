@@ -8,8 +8,9 @@
 Each config runs twice with the same seed (defense off, defense on), through the same code path as
 ``none-sweep train``; the table gives clean accuracy, ASR, robust accuracy, detection and wall time.
 ``--baselines`` takes the undefended rows from an earlier ``--json`` instead of re-training them, but only
-where that run's resolved config equals this one's with the defense off (else it trains it again), so a
-defended-only re-run with other defense settings still compares against exactly the same attacked model.
+where that run's resolved config equals this one's outside the (unused) defense section (else it trains
+it again), so a defended-only re-run with other defense settings still compares against exactly the same
+attacked model.
 """
 
 from __future__ import annotations
@@ -27,13 +28,21 @@ from none_sweep.train import ExperimentRun, compare_to_baseline
 DEFAULT_CONFIGS = [f"configs/fmnist_{a}.yaml" for a in ("badnets", "blend", "all_to_all", "sig", "wanet")]
 
 
+def _attacked_model(resolved: dict | None) -> dict | None:
+    """An undefended run's config less its (then unused) defense section: what decides the trained model."""
+    if resolved is None or resolved["defense"]["enabled"]:
+        return None
+    return {k: v for k, v in resolved.items() if k != "defense"}
+
+
 def run_pair(path: str, overrides: list[str], say, earlier: dict | None = None) -> dict:
     rows: dict = {}
     for label, extra in (("undefended", ["defense.enabled=false"]), ("none", [])):
         cfg = load_config(path, parse_overrides(overrides + extra))
         resolved = to_dict(cfg)
-        if label == "undefended" and earlier and earlier.get("undefended_config") == resolved:
-            say(f"  [{Path(path).stem} {label}] reusing the undefended run from --baselines (same resolved config)")
+        same = earlier and _attacked_model(earlier.get("undefended_config")) == _attacked_model(resolved)
+        if label == "undefended" and same:
+            say(f"  [{Path(path).stem} {label}] reusing the undefended run from --baselines (same attacked model)")
             rows[label], rows["undefended_config"] = earlier[label], resolved
             continue
         run = ExperimentRun(cfg, progress=lambda line, lab=label: say(f"  [{Path(path).stem} {lab}] {line}"))
@@ -70,11 +79,14 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--json", help="also write the raw results here")
-    parser.add_argument("--baselines", help="an earlier --json: reuse its undefended runs where the config matches")
+    parser.add_argument("--baselines", nargs="+", default=[],
+                        help="earlier --json files: reuse their undefended runs where the attacked model matches")
     args = parser.parse_args()
     say = lambda line: print(line, flush=True)  # noqa: E731
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    earlier = json.loads(Path(args.baselines).read_text()) if args.baselines else {}
+    earlier: dict = {}
+    for path in args.baselines:
+        earlier.update(json.loads(Path(path).read_text()))
     results = {}
     for p in args.configs:
         results[Path(p).stem] = run_pair(p, args.overrides, say, earlier.get(Path(p).stem))
