@@ -35,6 +35,8 @@ BAD_CONFIGS: list[tuple[str, str, list[str]]] = [
     ("bad_after_reset", "defense: {after_reset: prune}\n", ["defense.after_reset", "finetune", "retrain"]),
     ("bad_reset_mode", "defense: {reset_mode: random}\n", ["defense.reset_mode", "zero", "reinit"]),
     ("bad_removal", "defense: {removal: never}\n", ["defense.removal", "cumulative"]),
+    ("removal_cap_zero", "defense: {max_removed_fraction: 0}\n", ["defense.max_removed_fraction", "(0, 1]"]),
+    ("removal_cap_percent", "defense: {max_removed_fraction: 20}\n", ["defense.max_removed_fraction", "(0, 1]", "20"]),
     ("bad_layer_type", "defense: {layer_types: [conv, attention]}\n", ["defense.layer_types", "attention"]),
     ("layer_types_not_list", "defense: {layer_types: conv}\n", ["defense.layer_types", "list"]),
     ("continue_outside", "train: {epochs: 4}\ndefense: {after_reset: continue, pretrain_epochs: 3, rounds: 3}\n",

@@ -601,3 +601,54 @@ def test_analysis_scores_match_naive_on_recorded_activations() -> None:
     for layer in layers:
         expected = naive_scores(maxima[layer.name].double().numpy(), probs.double().numpy(), 0.2, 0.5)
         np.testing.assert_allclose(result.scores[layer.name].numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- removal mask (filtering.py)
+from none_sweep.defense import removal_mask  # noqa: E402
+
+
+def _mask(n: int, idx: list[int]) -> torch.Tensor:
+    m = torch.zeros(n, dtype=torch.bool)
+    m[idx] = True
+    return m
+
+
+def test_removal_without_a_cap_is_the_union_or_the_round_alone() -> None:
+    before, now = _mask(10, [0, 1]), _mask(10, [1, 5, 6])
+    scores = torch.arange(10, dtype=torch.float32)
+    assert removal_mask(before, now, scores, cumulative=True, max_fraction=None).nonzero().flatten().tolist() == [0, 1, 5, 6]
+    assert removal_mask(before, now, scores, cumulative=False, max_fraction=None).nonzero().flatten().tolist() == [1, 5, 6]
+    assert before.nonzero().flatten().tolist() == [0, 1]  # the input mask is not modified
+
+
+def test_the_cap_keeps_earlier_removals_and_spends_the_rest_on_the_highest_scores() -> None:
+    before = _mask(20, [0, 1])
+    now = _mask(20, [2, 3, 4, 5, 6, 7])
+    scores = torch.tensor([0, 0, 5, 9, 1, 8, 7, 2] + [0] * 12, dtype=torch.float32)
+    out = removal_mask(before, now, scores, cumulative=True, max_fraction=0.25)  # floor(5) in all: 3 new
+    assert out.nonzero().flatten().tolist() == [0, 1, 3, 5, 6]
+    per_round = removal_mask(before, now, scores, cumulative=False, max_fraction=0.25)  # 5 new, none kept
+    assert per_round.nonzero().flatten().tolist() == [2, 3, 5, 6, 7]
+
+
+def test_a_spent_budget_removes_nothing_new_and_ties_break_by_index() -> None:
+    before = _mask(10, [0, 1, 2])
+    now = _mask(10, [4, 5, 6])
+    flat = torch.ones(10)
+    assert removal_mask(before, now, flat, cumulative=True, max_fraction=0.3).equal(before)  # budget 3, spent
+    assert removal_mask(before, now, flat, cumulative=False, max_fraction=0.2).nonzero().flatten().tolist() == [4, 5]
+
+
+def test_a_capped_run_removes_at_most_the_cap_and_records_it() -> None:
+    from none_sweep.config import load_config, parse_overrides
+    from none_sweep.train import ExperimentRun
+
+    overrides = ["train.epochs=2", "defense.pretrain_epochs=1", "defense.reset_interval=1", "defense.rounds=2",
+                 "defense.max_removed_fraction=0.02"]  # fmt: skip
+    run = ExperimentRun(load_config("configs/digits_badnets.yaml", parse_overrides(overrides)))
+    for _ in run.epochs():
+        pass
+    cap = int(0.02 * run.data.num_train)
+    assert [r["removed_samples"] for r in run.rounds][-1] == cap  # round 1 of a 1-epoch model suspects far more
+    assert all(r["removed_samples"] <= cap for r in run.rounds)
+    assert run.result().metrics["removed_samples"] == cap

@@ -84,6 +84,10 @@ class DefenseConfig:
     reset_mode: str = spec("zero", choices=("zero", "reinit"))
     filter_samples: bool = spec(True, help="drop suspected poisoned samples (two-class natural breaks)")
     removal: str = spec("cumulative", choices=("cumulative", "per_round"), help="per_round is the published behaviour")
+    max_removed_fraction: float | None = spec(
+        None, low=0.0, high=1.0, low_open=True,
+        help="cap on the fraction of the training set removed (highest sample scores kept); null: no cap, as published",
+    )
     detect_fraction: float | None = spec(
         None, low=0.0, high=1.0, low_open=True, help="num_for_detect_biased; null: top-1 channel per layer"
     )

@@ -5,6 +5,7 @@
 """
 
 from .analysis import DEFAULT_CACHE_BUDGET, Analysis, analyse
+from .filtering import removal_mask
 from .monitor import LAYER_TYPES, ChannelMaxRecorder, MonitoredLayer, channel_max, find_monitored_layers
 from .natural_breaks import two_class_breaks
 from .reset import RESET_MODES, LayerPlan, ResetPlan, Successor, plan_resets, reset_neurons
@@ -36,6 +37,7 @@ __all__ = [
     "class_masks",
     "find_monitored_layers",
     "plan_resets",
+    "removal_mask",
     "reset_neurons",
     "select_compromised",
     "select_top",

@@ -22,7 +22,7 @@ from torch import nn
 from ..attacks import ATTACKS
 from ..config import ExperimentConfig, to_dict
 from ..data import ImageData, load_dataset
-from ..defense import analyse, find_monitored_layers, reset_neurons
+from ..defense import analyse, find_monitored_layers, removal_mask, reset_neurons
 from ..errors import CheckpointError, TrainingDiverged
 from ..models import create_model
 from .checkpoint import load_state, save_state
@@ -192,7 +192,9 @@ class ExperimentRun:
             analysis = analyse(self.model, batches, self.layers, d, self.info.num_classes)
         suspected = analysis.suspected.to(self.device)
         if d.filter_samples:
-            self.removed = (self.removed | suspected) if d.removal == "cumulative" else suspected.clone()
+            scores = analysis.sample_scores.to(self.device)
+            self.removed = removal_mask(self.removed, suspected, scores, cumulative=d.removal == "cumulative",
+                                        max_fraction=d.max_removed_fraction)  # fmt: skip
         if step.reinit_model:
             self._build_model(seed=self.cfg.seed + 7919 * step.round)
             per_layer = {}
