@@ -21,8 +21,7 @@ import platform
 import time
 from pathlib import Path
 
-from none_sweep.config import load_config, parse_overrides
-from none_sweep.config.validation import to_dict
+from none_sweep.config import load_config, parse_overrides, to_dict
 from none_sweep.train import ExperimentRun, compare_to_baseline
 
 DEFAULT_CONFIGS = [f"configs/fmnist_{a}.yaml" for a in ("badnets", "blend", "all_to_all", "sig", "wanet")]
