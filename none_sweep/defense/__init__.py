@@ -1,8 +1,7 @@
 """NONE (Ding et al., NeurIPS 2022): find compromised neurons and poisoned samples, reset the neurons.
 
-``find_monitored_layers`` → ``analyse`` (statistic + natural breaks) → ``removal_mask`` → ``reset_neurons``. Everything
-works from
-``named_modules()``, forward hooks and the fx graph, so any conv/linear model can be defended.
+``find_monitored_layers`` → ``analyse`` (statistic + natural breaks) → ``removal_mask`` → ``reset_neurons``.
+Everything works from ``named_modules()``, forward hooks and the fx graph, so any conv/linear model can be defended.
 """
 
 from .analysis import DEFAULT_CACHE_BUDGET, Analysis, analyse
