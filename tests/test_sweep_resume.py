@@ -96,7 +96,9 @@ def test_resume_after_sigkill_reruns_nothing_finished_and_duplicates_nothing(tmp
         final_epoch = max(steps)
         counts = collections.Counter(steps)
         assert all(counts[s] == 1 for s in counts if s != final_epoch), (tid, steps)
-        assert set(steps) == set(steps_before.get(tid, steps)), (tid, steps_before.get(tid), steps)
+        if tid in steps_before:  # the driver may have died between the trial's end and logging its last epoch
+            before = set(steps_before[tid])
+            assert before <= set(steps) and set(steps) - before <= {final_epoch}, (tid, sorted(before), steps)
         assert tracker.has_model(children[tid].info.run_id)
     study = open_study(storage / "r" / "optuna.journal", "r")
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
@@ -150,6 +152,16 @@ def _stop_cluster(temp_dir: str, env: dict[str, str]) -> None:
         time.sleep(1)
 
 
+def _submit_job(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    """``ray job submit``, retried while the head's job agent is still starting (Ray answers HTTP 500 then)."""
+    deadline = time.monotonic() + 180
+    while True:
+        done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+        if "No available agent to submit job" not in done.stdout + done.stderr or time.monotonic() > deadline:
+            return done
+        time.sleep(3)
+
+
 def test_sweep_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp_path: Path) -> None:
     temp_dir = f"/tmp/nsr-{uuid.uuid4().hex[:6]}"  # short: Ray's unix socket paths must stay < 108 chars
     gcs_port, dash_port = _free_port(), _free_port()
@@ -169,7 +181,7 @@ def test_sweep_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp_path: Path) -
         # submitted as a Ray job to the head, the way a cluster user runs it
         cmd = [ray, "job", "submit", "--address", f"http://127.0.0.1:{dash_port}", "--", *sweep]
         cmd[cmd.index("none-sweep")] = str(Path(sys.executable).with_name("none-sweep"))
-        done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        done = _submit_job(cmd, env, tmp_path)
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
         assert "succeeded" in done.stdout, done.stdout[-2000:]  # Ray's job-status line: it ran as a job
     finally:
