@@ -165,6 +165,9 @@ def _submit_job(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Co
 def test_sweep_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp_path: Path) -> None:
     temp_dir = f"/tmp/nsr-{uuid.uuid4().hex[:6]}"  # short: Ray's unix socket paths must stay < 108 chars
     gcs_port, dash_port = _free_port(), _free_port()
+    # Each node's dashboard agent gets its own port: the default (52365) may be held by another Ray on this
+    # machine (an earlier test's local instance), and then the head has no agent to take the job.
+    head_agent, worker_agent = _free_port(), _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}  # Ray >= 2.59: token auth
     ray = _ray_cli()
     storage, uri = tmp_path / "ray", f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -172,10 +175,12 @@ def test_sweep_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp_path: Path) -
     try:
         subprocess.run([ray, "start", "--head", f"--port={gcs_port}", "--num-cpus=1", "--resources", '{"head": 1}',
                         f"--temp-dir={temp_dir}", "--include-dashboard=true",
-                        f"--dashboard-port={dash_port}", "--disable-usage-stats"],
+                        f"--dashboard-port={dash_port}", f"--dashboard-agent-listen-port={head_agent}",
+                        "--disable-usage-stats"],
                        env=env, check=True, capture_output=True, timeout=180)  # fmt: skip
         subprocess.run([ray, "start", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1", "--resources", '{"worker": 1}',
-                        "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=180)  # fmt: skip
+                        f"--dashboard-agent-listen-port={worker_agent}", "--disable-usage-stats"],
+                       env=env, check=True, capture_output=True, timeout=180)  # fmt: skip
         sweep = ["none-sweep", "sweep", str(DIGITS), "--name", "two", "--storage", str(storage), "--tracking-uri", uri,
                  "--num-samples", "4", "--address", "auto"]  # fmt: skip
         # submitted as a Ray job to the head, the way a cluster user runs it
