@@ -147,7 +147,7 @@ def test_table_is_markdown() -> None:
 
 
 # --------------------------------------------------------------------------- attack_table
-def test_attack_table_reuses_a_baseline_only_for_the_same_attacked_model(tmp_path) -> None:
+def test_attack_table_reuses_a_baseline_only_for_the_same_attacked_model() -> None:
     """``--baselines``: a defense-only change keeps the undefended run; any other change trains it again."""
     from bench import attack_table
 

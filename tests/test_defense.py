@@ -24,6 +24,7 @@ from none_sweep.defense import (
     class_masks,
     find_monitored_layers,
     plan_resets,
+    removal_mask,
     reset_neurons,
     select_compromised,
     two_class_breaks,
@@ -604,9 +605,6 @@ def test_analysis_scores_match_naive_on_recorded_activations() -> None:
 
 
 # --------------------------------------------------------------------------- removal mask (filtering.py)
-from none_sweep.defense import removal_mask  # noqa: E402
-
-
 def _mask(n: int, idx: list[int]) -> torch.Tensor:
     m = torch.zeros(n, dtype=torch.bool)
     m[idx] = True
