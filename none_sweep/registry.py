@@ -6,10 +6,10 @@ name is one clear error listing the choices. No if/elif over names anywhere else
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
 from .errors import ConfigError
+from .text import did_you_mean
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -40,8 +40,7 @@ class Registry(Generic[F]):
             raise ConfigError(self.unknown_message(name)) from None
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, self.names(), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(name, self.names())
         article = "an" if self.kind[:1].lower() in "aeiou" else "a"
         return f"{name!r} is not {article} {self.kind}{hint}; choose from {self.names()}"
 

@@ -15,12 +15,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..sweep.storage import SweepStorage
-    from ..tracking.sync import sync_sweep
+    from ..sweep.sync import sync_sweep
 
     def say(line: str) -> None:
         print(line, flush=True)
 
     storage = SweepStorage(args.storage, args.name)
-    stats = sync_sweep(storage, args.name, args.tracking_uri, say)
+    stats = sync_sweep(storage, args.tracking_uri, say)
     say(f"sync-mlflow {args.name!r}: {stats.line()}")
     return 0

@@ -9,7 +9,8 @@ a registration per model.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from torch import nn
 
@@ -26,9 +27,12 @@ TORCHVISION_PREFIX = "torchvision:"
 class _DataShape(Protocol):
     """What :func:`create_model` reads from a ``DatasetInfo`` (duck-typed: data is a sibling layer)."""
 
-    channels: int
-    num_classes: int
-    size: int
+    @property
+    def channels(self) -> int: ...
+    @property
+    def num_classes(self) -> int: ...
+    @property
+    def size(self) -> int: ...
 
 
 def create_model(name: str, info: _DataShape) -> nn.Module:
@@ -60,7 +64,7 @@ def _check_torchvision_name(arch: str) -> None:
     hint = f" (did you mean '{TORCHVISION_PREFIX}{close[0]}'?)" if close else ""
     raise ConfigError(
         f"'{TORCHVISION_PREFIX}{arch}' is not a torchvision classification model{hint}; see the choices with "
-        "python -c \"import torchvision.models as m; print(m.list_models(module=m))\""
+        'python -c "import torchvision.models as m; print(m.list_models(module=m))"'
     )
 
 
@@ -82,9 +86,14 @@ def _adapt_input_channels(model: nn.Module, in_channels: int, arch: str) -> None
         (None, None),
     )
     if stem is None or stem.groups != 1:
-        raise ConfigError(f"'{TORCHVISION_PREFIX}{arch}' has no plain 3-channel input conv to adapt to {in_channels} channels")
+        raise ConfigError(
+            f"'{TORCHVISION_PREFIX}{arch}' has no plain 3-channel input conv to adapt to {in_channels} channels"
+        )
     kwargs: dict[str, Any] = dict(
-        stride=stem.stride, padding=stem.padding, dilation=stem.dilation, bias=stem.bias is not None,
+        stride=stem.stride,
+        padding=stem.padding,
+        dilation=stem.dilation,
+        bias=stem.bias is not None,
         padding_mode=stem.padding_mode,
     )
     new = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, **kwargs)

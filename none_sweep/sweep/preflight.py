@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import ConfigError, DataError, ResourceError, TrackingError
+from ..text import first_line
 from .space import SweepSpace
 from .storage import SweepStorage
 
@@ -43,27 +45,32 @@ def quiet(names: tuple[str, ...], level: int = logging.WARNING) -> Iterator[None
 #: Ray 2.59+ announces, at WARNING, that token authentication is on for a new local instance: the safe
 #: default, not news, and it would precede a preflight error's one line. Its warning that authentication is
 #: *off* is kept.
-RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 RAY_AUTH_ENABLED_NOTICE = "Token authentication is enabled"
 
 
 @contextlib.contextmanager
-def dropping(logger_name: str, prefix: str) -> Iterator[None]:
-    """Drop the records of one logger whose message starts with ``prefix`` for a block."""
+def dropping(prefix: str, logger_name: str = "ray") -> Iterator[None]:
+    """Drop records whose message starts with ``prefix`` from every handler of ``logger_name`` for a block.
+
+    A filter on the handlers sees the records of every child logger too, so no (private) module logger of a
+    library needs to be named. Import the library first: its handlers must exist when the block starts.
+    """
 
     def keep(record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith(prefix)
 
-    logger = logging.getLogger(logger_name)
-    logger.addFilter(keep)
+    handlers = list(dict.fromkeys(logging.getLogger(logger_name).handlers + logging.getLogger().handlers))
+    for handler in handlers:
+        handler.addFilter(keep)
     try:
         yield
     finally:
-        logger.removeFilter(keep)
+        for handler in handlers:
+            handler.removeFilter(keep)
 
 
 @contextlib.contextmanager
-def env(values: dict[str, str], override: bool = True) -> Iterator[None]:
+def env(values: Mapping[str, str], override: bool = True) -> Iterator[None]:
     """Set environment variables for a block (``override=False`` keeps values the user set)."""
     old = {k: os.environ.get(k) for k in values}
     for k, v in values.items():
@@ -72,11 +79,11 @@ def env(values: dict[str, str], override: bool = True) -> Iterator[None]:
     try:
         yield
     finally:
-        for k, v in old.items():
-            if v is None:
+        for k, previous in old.items():
+            if previous is None:
                 os.environ.pop(k, None)
             else:
-                os.environ[k] = v
+                os.environ[k] = previous
 
 
 def check_storage(storage: SweepStorage) -> None:
@@ -85,7 +92,7 @@ def check_storage(storage: SweepStorage) -> None:
 
 def check_tracking(uri: str, sweep: str) -> Any:
     """Open the store and create (or find) the sweep's experiment; returns the tracker on success."""
-    from ..tracking.store import SweepTracker, sqlite_file
+    from ..tracking import SweepTracker, sqlite_file
 
     db = sqlite_file(uri)
     if db is not None:
@@ -103,8 +110,7 @@ def check_tracking(uri: str, sweep: str) -> Any:
         except TrackingError:
             raise
         except Exception as exc:  # MlflowException, requests' ConnectionError, sqlalchemy errors
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            why = f"{type(exc).__name__}: {first}"
+            why = f"{type(exc).__name__}: {first_line(exc)}"
             raise TrackingError(f"--tracking-uri {uri}: cannot use the tracking store ({why})") from None
     return tracker
 
@@ -140,10 +146,10 @@ def check_dataset_on_cluster(space: SweepSpace) -> None:
 
 
 def _load_base_data(cfg: dict[str, Any], path: str) -> None:
-    from ..config import config_from_dict
     from ..data import load_dataset
+    from ..experiment import resolve_config
 
-    base = config_from_dict(cfg, source=path)
+    base = resolve_config(cfg, source=path)
     try:
         load_dataset(base.data, base.seed)
     except DataError as exc:

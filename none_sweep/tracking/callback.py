@@ -6,34 +6,35 @@ under the sweep's parent), runs of resumed trials are reopened, runs of trials R
 was listening are back-filled, and RUNNING runs no Ray trial owns any more are marked FAILED.
 
 MLflow being unreachable never stops the sweep: a failed write is a warning, the trial is remembered, its
-unsent epochs are kept and retried (at most every ``retry_after_s``), and what is still missing at the end is
-listed with the ``none-sweep sync-mlflow`` command that back-fills it from Ray's records.
+unsent epochs are kept and retried (at most every ``retry_after_s``); at the end the driver compares MLflow with
+Ray's records (:func:`none_sweep.tracking.sync.out_of_step`) and prints the ``none-sweep sync-mlflow`` command
+when something is still missing. The callback knows nothing of the sweep's space: ``resolve`` turns a trial's
+sampled values into its resolved config.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ray.tune import Callback
 
-from ..errors import ConfigError
-from .layout import EARLY_STOP_TAG, NODE_TAG
-from .sync import SyncStats, backfill_trial, create_child, error_reason, latest_model_state
+from ..text import first_line
+from .layout import EARLY_STOP_TAG, NODE_TAG, RETRY_TAG
+from .sync import Resolver, SyncStats, backfill_trial, create_child, error_reason, latest_model_state, resolved_or_none
 
 logger = logging.getLogger(__name__)
-
-_ACTIVE: dict[str, "MlflowSweepCallback"] = {}
 
 
 class MlflowSweepCallback(Callback):
     """Parent run per sweep (created by the runner), nested child per trial; see ``docs/architecture.md``."""
 
-    def __init__(self, tracking_uri: str, sweep: str, space: Any, retry_after_s: float = 30.0) -> None:
+    def __init__(self, tracking_uri: str, sweep: str, resolve: Resolver, retry_after_s: float = 30.0) -> None:
         self.tracking_uri = tracking_uri
         self.sweep = sweep
-        self.space = space
+        self.resolve = resolve
         self.retry_after_s = retry_after_s
         self._init_runtime()
 
@@ -50,20 +51,17 @@ class MlflowSweepCallback(Callback):
 
     # The callback is pickled into Ray's tuner.pkl: keep only its settings.
     def __getstate__(self) -> dict[str, Any]:
-        keys = ("tracking_uri", "sweep", "space", "retry_after_s")
+        keys = ("tracking_uri", "sweep", "resolve", "retry_after_s")
         return {k: self.__dict__[k] for k in keys}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_runtime()
 
-    @classmethod
-    def active(cls, sweep: str) -> "MlflowSweepCallback | None":
-        """The callback instance Ray used for ``sweep`` in this process (restored ones are Ray's own copies)."""
-        return _ACTIVE.get(sweep)
-
     # ------------------------------------------------------------------ guarded MLflow access
-    def _call(self, what: str, trial_id: str | None, fn: Any, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+    def _call(
+        self, what: str, trial_id: str | None, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> tuple[bool, Any]:
         if time.monotonic() < self._down_until:
             if trial_id:
                 self.missed.add(trial_id)
@@ -79,9 +77,8 @@ class MlflowSweepCallback(Callback):
             self.warnings += 1
             if trial_id:
                 self.missed.add(trial_id)
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
             logger.warning("MLflow: %s failed (%s: %s); the sweep goes on, retrying in %.0fs",
-                           what, type(exc).__name__, first, self.retry_after_s)  # fmt: skip
+                           what, type(exc).__name__, first_line(exc), self.retry_after_s)  # fmt: skip
             return False, None
 
     @property
@@ -93,8 +90,8 @@ class MlflowSweepCallback(Callback):
         return self._tracker
 
     # ------------------------------------------------------------------ Ray hooks
-    def setup(self, **info: Any) -> None:
-        _ACTIVE[self.sweep] = self
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:  # fmt: skip
         ok, children = self._call("reading the sweep's runs", None, lambda: self.tracker.children())
         if ok:
             self._runs = {tid: run.info.run_id for tid, run in children.items()}
@@ -121,7 +118,7 @@ class MlflowSweepCallback(Callback):
         if run_id:
             reason = error_reason(trial)
             set_tag = self.tracker.client.set_tag
-            self._call("tagging a retry", trial.trial_id, set_tag, run_id, "none_sweep.last_retry_error", reason[:5000])
+            self._call("tagging a retry", trial.trial_id, set_tag, run_id, RETRY_TAG, reason[:5000])
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._close(trial, "FINISHED")
@@ -146,7 +143,7 @@ class MlflowSweepCallback(Callback):
                     self._statuses[tid] = "RUNNING"
             self._closed.discard(tid)
             return self._runs[tid]
-        ok, run_id = self._call("creating a trial run", tid, create_child, self.tracker, self.space, trial)
+        ok, run_id = self._call("creating a trial run", tid, create_child, self.tracker, self.resolve, trial)
         if ok:
             self._runs[tid] = run_id
             self._statuses[tid] = "RUNNING"
@@ -178,7 +175,7 @@ class MlflowSweepCallback(Callback):
         if status == "FINISHED":
             if not last.get("final"):
                 tags[EARLY_STOP_TAG] = "true"
-            config = self._resolved(trial)
+            config = resolved_or_none(self.resolve, trial)
             ok, has = self._call("looking up the model", tid, self.tracker.has_model, run_id)
             if config is not None and ok and not has:
 
@@ -195,14 +192,6 @@ class MlflowSweepCallback(Callback):
             self._closed.add(tid)
             self._statuses[tid] = status
 
-    def _resolved(self, trial: Any) -> dict[str, Any] | None:
-        from ..config import to_dict
-
-        try:
-            return to_dict(self.space.trial_config(trial.config, source=f"trial {trial.trial_id}"))
-        except ConfigError:
-            return None
-
     def _reconcile(self, trials: list[Any]) -> None:
         """Runs vs Ray trials: back-fill trials Ray finished unheard, fail runs no trial owns."""
         ok, children = self._call("reading the sweep's runs", None, lambda: self.tracker.children())
@@ -212,14 +201,15 @@ class MlflowSweepCallback(Callback):
         stats = SyncStats()
         for tid, run in children.items():
             self._runs.setdefault(tid, run.info.run_id)
-            if run.info.status == "RUNNING" and tid not in by_id:
-                self._call("failing an orphaned run", tid, self.tracker.finish_child, run.info.run_id, "FAILED",
+            if run.info.status == "RUNNING" and tid not in by_id:  # Ray has no record of it: not part of the sweep
+                self._call("discarding an orphaned run", tid, self.tracker.discard_child, run.info.run_id,
                            "orphaned: the sweep driver stopped before Ray recorded this trial")  # fmt: skip
+                self._runs.pop(tid, None)
         for tid, trial in by_id.items():
             terminal = trial.status in ("TERMINATED", "ERROR")
             run = children.get(tid)
             if terminal and (run is None or run.info.status == "RUNNING" or tid in self.missed):
-                ok, run_id = self._call("back-filling a trial", tid, backfill_trial, self.tracker, self.space, trial,
+                ok, run_id = self._call("back-filling a trial", tid, backfill_trial, self.tracker, self.resolve, trial,
                                         run, stats, mark=False)  # fmt: skip
                 if ok:
                     self._runs[tid] = run_id

@@ -1,6 +1,14 @@
-"""The MLflow layout of a sweep (``docs/architecture.md``): tag names and which result keys become metrics.
+"""The MLflow layout of a sweep, declared once: tracking writes it, report reads it, tests check it.
 
-``none_sweep.report`` reads what is written here; keep the two in step.
+- experiment = the sweep name, tagged :data:`EXPERIMENT_KIND_TAG` = :data:`EXPERIMENT_KIND` (MLflow 3 then opens
+  it on its runs table, not on the GenAI overview);
+- one parent run per sweep (run name = sweep name): tags :data:`ROLE_TAG` = ``sweep``, :data:`SWEEP_TAG`,
+  :data:`STATUS_TAG`; params ``sweep.*`` and ``version.*``; metrics ``baseline_<metric>`` and the sweep's totals;
+  artifacts :data:`RECORD_ARTIFACT` (the sweep record), :data:`SPACE_ARTIFACT`, :data:`FRONT_ARTIFACT`,
+  :data:`BASELINE_ARTIFACT`;
+- one nested child run per Ray trial: tags :data:`ROLE_TAG` = ``trial``, :data:`SWEEP_TAG`, :data:`TRIAL_ID_TAG`,
+  :data:`PARENT_TAG` and the optional ones below; params = the flattened resolved config; metrics per epoch at
+  ``step=epoch`` and the final ones; artifacts :data:`CONFIG_ARTIFACT` and the model :data:`MODEL_NAME`.
 """
 
 from __future__ import annotations
@@ -8,18 +16,39 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-ROLE_TAG = "none_sweep.role"  # "sweep" (the parent) | "trial" (a child)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+ROLE_TAG = "none_sweep.role"  # ROLE_SWEEP (the parent) | ROLE_TRIAL (a child)
+ROLE_SWEEP = "sweep"
+ROLE_TRIAL = "trial"
 SWEEP_TAG = "none_sweep.sweep"  # the sweep name, on the parent and every child
-STATUS_TAG = "none_sweep.status"  # parent: running | finished | interrupted | failed
+STATUS_TAG = "none_sweep.status"  # parent: one of PARENT_STATUSES
+PARENT_STATUSES = ("running", "finished", "interrupted", "failed")
 ERROR_TAG = "none_sweep.error"  # failed child: the reason in one line
+CONFIG_ERROR_TAG = "none_sweep.config_error"  # child whose sampled values made no valid config
 POINT_TAG = "none_sweep.point"  # child evaluated from search.points_to_evaluate: the point's name
 EARLY_STOP_TAG = "none_sweep.stopped_early"  # child stopped by the scheduler before its last epoch
 NODE_TAG = "none_sweep.node_id"  # the Ray node the trial (last) ran on
 SYNC_TAG = "none_sweep.synced"  # written by `none-sweep sync-mlflow` when it back-filled the run
+RETRY_TAG = "none_sweep.last_retry_error"  # the error of the attempt Ray retried from a checkpoint
 TRIAL_ID_TAG = "ray.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
+
+RECORD_ARTIFACT = "sweep.json"
+SPACE_ARTIFACT = "space.yaml"
+FRONT_ARTIFACT = "pareto_front.csv"
+BASELINE_ARTIFACT = "baseline_config.yaml"
+CONFIG_ARTIFACT = "config.yaml"
+MODEL_NAME = "model"
+
+BASELINE_PREFIX = "baseline_"  # parent metrics: baseline_clean_acc, baseline_asr, ...
+SWEEP_PARAM_PREFIX = "sweep."  # parent params: sweep.num_samples, sweep.objectives, ...
+NUM_SAMPLES_PARAM = "sweep.num_samples"
+PARENT_STATUS_OF = {"finished": "FINISHED", "interrupted": "KILLED", "failed": "FAILED", "running": "RUNNING"}
 
 #: Ray's own result bookkeeping and our non-metric fields: never logged as MLflow metrics.
 NOT_METRICS = frozenset({
@@ -50,15 +79,27 @@ def step_of(result: Mapping[str, Any]) -> int:
 
 
 def param_value(value: Any) -> str:
-    """MLflow stores params as text; ``str`` so that ``ast.literal_eval`` reads them back (report/runs.py).
+    """MLflow stores params as text; ``str`` so that ``ast.literal_eval`` reads them back (:func:`parse_param`).
 
     Credentials never become params: see :func:`redact`.
     """
     return redact(str(value))[:6000]
 
 
+def parse_param(text: str) -> Any:
+    """The inverse of :func:`param_value`: ``"0.05"`` → 0.05, ``"True"`` → True, ``"None"`` → None."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@")
-_SECRET_QUERY = re.compile(r"(?i)([?&;][a-z0-9_.-]*(?:secret|passw|token|key|credential|signature|sig)[a-z0-9_.-]*=)[^&;\s]*")
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&;][a-z0-9_.-]*(?:secret|passw|token|key|credential|signature|sig)[a-z0-9_.-]*=)[^&;\s]*"
+)
 _SECRET_ENV = re.compile(r"(?i)secret|passw|token|credential|private_key|access_key|api_key")
 
 
@@ -71,3 +112,14 @@ def redact(text: str) -> str:
         if len(value) >= 8 and _SECRET_ENV.search(name) and value in out:
             out = out.replace(value, "***")
     return out
+
+
+def child_filter(parent_id: str) -> str:
+    """MLflow's search filter for the trial runs of one parent."""
+    return f"tags.`{ROLE_TAG}` = '{ROLE_TRIAL}' and tags.`{PARENT_TAG}` = '{parent_id}'"
+
+
+def parent_filter(sweep: str) -> str:
+    """MLflow's search filter for a sweep's parent run(s)."""
+    quoted = sweep.replace("'", "\\'")
+    return f"tags.`{ROLE_TAG}` = '{ROLE_SWEEP}' and tags.`{SWEEP_TAG}` = '{quoted}'"

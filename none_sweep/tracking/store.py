@@ -7,23 +7,39 @@ and a resumed sweep finds its runs again by tag instead of by memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from ..config import dump_config, flatten
+from ..config import config_from_dict, dump_config, flatten
 from ..errors import TrackingError
+from ..text import first_line
 from .layout import (
+    BASELINE_ARTIFACT,
+    BASELINE_PREFIX,
+    CONFIG_ARTIFACT,
+    CONFIG_ERROR_TAG,
     ERROR_TAG,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    FRONT_ARTIFACT,
+    MODEL_NAME,
+    PARENT_STATUS_OF,
     PARENT_TAG,
+    ROLE_SWEEP,
     ROLE_TAG,
+    ROLE_TRIAL,
     STATUS_TAG,
     SWEEP_TAG,
     TRIAL_ID_TAG,
+    child_filter,
     metrics_of,
     param_value,
+    parent_filter,
     step_of,
 )
 
@@ -38,7 +54,7 @@ def sqlite_file(uri: str) -> Path | None:
     """``sqlite:////abs/x.db`` → ``/abs/x.db``; ``sqlite:///rel.db`` → ``rel.db``; others → None."""
     if not uri.startswith("sqlite:///"):
         return None
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
 
 
@@ -70,9 +86,13 @@ class SweepTracker:
                     f"(mlflow experiments restore) or choose another --name"
                 )
             if exp is None:
-                self._experiment_id = self.client.create_experiment(self.sweep, artifact_location=self._artifact_root())
+                self._experiment_id = self.client.create_experiment(
+                    self.sweep, artifact_location=self._artifact_root(), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+                )
             else:
                 self._experiment_id = exp.experiment_id
+                if EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older none-sweep: open on the runs table too
+                    self.client.set_experiment_tag(self._experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return self._experiment_id
 
     def _artifact_root(self) -> str | None:
@@ -84,7 +104,7 @@ class SweepTracker:
         return (db.resolve().parent / "mlartifacts" / safe).as_uri()
 
     def find_parent(self) -> Any | None:
-        runs = self._search(f"tags.`{ROLE_TAG}` = 'sweep' and tags.`{SWEEP_TAG}` = '{_quote(self.sweep)}'")
+        runs = self._search(parent_filter(self.sweep))
         runs.sort(key=lambda r: r.info.start_time or 0)
         return runs[-1] if runs else None
 
@@ -97,8 +117,46 @@ class SweepTracker:
             self._parent_id = parent.info.run_id
         return self._parent_id
 
-    def start_parent(self, params: Mapping[str, Any], space_text: str, resume: bool) -> str:
-        """The sweep's parent run: found again on resume (and set RUNNING), created otherwise."""
+    @contextlib.contextmanager
+    def parent_run(self, params: Mapping[str, Any], artifacts: Mapping[str, str], resume: bool) -> Iterator[str]:
+        """The sweep's parent run for the length of a block; yields its id.
+
+        Whatever ends the block, the run does not stay RUNNING: Ctrl-C closes it ``interrupted``, an error
+        ``failed``; a block that ends normally must have called :meth:`finish_parent` (else ``failed``).
+        The closing is best effort: MLflow being unreachable then must not hide why the sweep stopped.
+        """
+        try:
+            run_id = self.start_parent(params, artifacts, resume)
+        except TrackingError:
+            raise
+        except Exception as exc:  # MlflowException, requests' errors, sqlalchemy errors
+            what = f"{type(exc).__name__}: {first_line(exc)}"
+            raise TrackingError(f"creating the sweep's parent run in {self.uri} failed ({what})") from None
+        self._parent_closed = False
+        try:
+            yield run_id
+        except KeyboardInterrupt:
+            self._close_quietly("interrupted")
+            raise
+        except BaseException:
+            self._close_quietly("failed")
+            raise
+        if not self._parent_closed:
+            self._close_quietly("failed")
+
+    def _close_quietly(self, status: str) -> None:
+        if getattr(self, "_parent_closed", False):
+            return
+        try:
+            self.finish_parent(status)
+        except Exception as exc:
+            logger.warning("MLflow: closing the parent run as %s failed (%s)", status, first_line(exc))
+
+    def start_parent(self, params: Mapping[str, Any], artifacts: Mapping[str, str], resume: bool) -> str:
+        """The sweep's parent run: found again on resume (and set RUNNING), created otherwise.
+
+        ``artifacts``: file name → text, logged when the run is created (the sweep record, the space file).
+        """
         existing = self.find_parent() if resume else None
         if existing is not None:
             self._parent_id = existing.info.run_id
@@ -108,22 +166,23 @@ class SweepTracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=self.sweep,
-            tags={ROLE_TAG: "sweep", SWEEP_TAG: self.sweep, STATUS_TAG: "running"},
+            tags={ROLE_TAG: ROLE_SWEEP, SWEEP_TAG: self.sweep, STATUS_TAG: "running"},
         )
         self._parent_id = run.info.run_id
         self._log_params(self._parent_id, params)
-        self.client.log_text(self._parent_id, space_text, "space.yaml")
+        for name, text in artifacts.items():
+            self.client.log_text(self._parent_id, text, name)
         return self._parent_id
 
     def log_baseline(self, baseline: Mapping[str, Any]) -> None:
-        """``baseline_<metric>`` on the parent, plus the baseline's resolved config."""
-        from ..config import config_from_dict
-
-        metrics = {f"baseline_{k}": v for k, v in metrics_of(baseline.get("metrics", {})).items()}
+        """``baseline_<metric>`` on the parent, plus the baseline's resolved config (once)."""
+        parent = self.client.get_run(self.parent_id)
+        if f"{BASELINE_PREFIX}clean_acc" in parent.data.metrics:
+            return
+        metrics = {f"{BASELINE_PREFIX}{k}": v for k, v in metrics_of(baseline.get("metrics", {})).items()}
         self.log_metrics(self.parent_id, metrics, step=0)
-        cfg = config_from_dict(baseline["config"], source="baseline")
-        text = dump_config(cfg, header="undefended baseline of this sweep")
-        self.client.log_text(self.parent_id, text, "baseline_config.yaml")
+        text = config_text(baseline["config"], header="undefended baseline of this sweep")
+        self.client.log_text(self.parent_id, text, BASELINE_ARTIFACT)
 
     def finish_parent(self, status: str, metrics: Mapping[str, float] | None = None,
                       pareto_csv: str | None = None) -> None:  # fmt: skip
@@ -131,15 +190,15 @@ class SweepTracker:
         if metrics:
             self.log_metrics(self.parent_id, metrics, step=0)
         if pareto_csv is not None:
-            self.client.log_text(self.parent_id, pareto_csv, "pareto_front.csv")
+            self.client.log_text(self.parent_id, pareto_csv, FRONT_ARTIFACT)
         self.client.set_tag(self.parent_id, STATUS_TAG, status)
-        mlflow_status = {"finished": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
-        self.client.set_terminated(self.parent_id, status=mlflow_status)
+        self.client.set_terminated(self.parent_id, status=PARENT_STATUS_OF.get(status, "FAILED"))
+        self._parent_closed = True
 
     # ------------------------------------------------------------------ children
     def children(self) -> dict[str, Any]:
         """Ray trial id → the child run (the newest, should a trial ever have two)."""
-        runs = self._search(f"tags.`{ROLE_TAG}` = 'trial' and tags.`{PARENT_TAG}` = '{self.parent_id}'")
+        runs = self._search(child_filter(self.parent_id))
         out: dict[str, Any] = {}
         for run in sorted(runs, key=lambda r: r.info.start_time or 0):
             trial_id = run.data.tags.get(TRIAL_ID_TAG)
@@ -147,31 +206,40 @@ class SweepTracker:
                 out[trial_id] = run
         return out
 
-    def create_child(self, trial_id: str, run_name: str, cfg: Any | None, tags: Mapping[str, str] | None = None,
-                     sampled: Mapping[str, Any] | None = None) -> str:  # fmt: skip
+    def create_child(
+        self,
+        trial_id: str,
+        run_name: str,
+        resolved: Mapping[str, Any] | None,
+        *,
+        sampled: Mapping[str, Any],
+        tags: Mapping[str, str] | None = None,
+        config_error: str | None = None,
+    ) -> str:
         """A nested child for one trial: tags, the flattened resolved config as params, ``config.yaml``.
 
-        ``cfg`` is None when the sampled values do not make a valid config; then only ``sampled`` is logged.
+        ``resolved`` is None when the sampled values make no valid config (``config_error`` says why); then only
+        ``sampled`` is logged, so the run still shows what was tried.
         """
-        from ..config import to_dict
-
-        all_tags = {ROLE_TAG: "trial", SWEEP_TAG: self.sweep, TRIAL_ID_TAG: trial_id, PARENT_TAG: self.parent_id}
+        all_tags = {ROLE_TAG: ROLE_TRIAL, SWEEP_TAG: self.sweep, TRIAL_ID_TAG: trial_id, PARENT_TAG: self.parent_id}
         all_tags.update(tags or {})
+        if config_error:
+            all_tags[CONFIG_ERROR_TAG] = config_error[:5000]
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         run_id = run.info.run_id
-        if cfg is None:
-            self._log_params(run_id, dict(sampled or {}))
+        if resolved is None:
+            self._log_params(run_id, dict(sampled))
             return run_id
-        self._log_params(run_id, flatten(to_dict(cfg)))
-        header = f"trial {trial_id} of sweep {self.sweep}; run it alone with: none-sweep train config.yaml"
-        self.client.log_text(run_id, dump_config(cfg, header=header), "config.yaml")
+        self._log_params(run_id, flatten(dict(resolved)))
+        header = f"trial {trial_id} of sweep {self.sweep}; run it alone with: none-sweep train {CONFIG_ARTIFACT}"
+        self.client.log_text(run_id, config_text(resolved, header=header), CONFIG_ARTIFACT)
         return run_id
 
     def log_results(self, run_id: str, results: Iterable[Mapping[str, Any]]) -> int:
         """Ray results as MLflow metrics at ``step=epoch`` (batched); returns how many values were sent."""
         from mlflow.entities import Metric
 
-        batch = []
+        batch: list[Any] = []
         now = int(time.time() * 1000)
         for result in results:
             stamp = int(float(result.get("timestamp", now / 1000)) * 1000)
@@ -195,7 +263,7 @@ class SweepTracker:
     def has_model(self, run_id: str) -> bool:
         """Whether an MLflow 3 logged model is attached to the run (its outputs)."""
         found = self.client.search_logged_models(
-            [self.experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = 'model'", max_results=1
+            [self.experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{MODEL_NAME}'", max_results=1
         )
         return len(found) > 0
 
@@ -208,11 +276,11 @@ class SweepTracker:
         from mlflow.models import infer_signature
 
         from .. import __file__ as package_init
-        from ..config import config_from_dict
         from ..data import dataset_info
+        from ..experiment import resolve_config
         from ..models import create_model
 
-        cfg = config_from_dict(config, source="trial config")
+        cfg = resolve_config(config, source="trial config")
         info = dataset_info(cfg.data.name)
         model = create_model(cfg.model.name, info)
         model.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
@@ -224,7 +292,7 @@ class SweepTracker:
         mlflow.set_experiment(experiment_id=self.experiment_id)  # MLflow 3 files a LoggedModel under the active one
         mlflow.pytorch.log_model(
             model,
-            name="model",
+            name=MODEL_NAME,
             run_id=run_id,
             serialization_format="pickle",
             signature=infer_signature(example, output),
@@ -239,6 +307,12 @@ class SweepTracker:
         if error:
             self.client.set_tag(run_id, ERROR_TAG, error[:5000])
         self.client.set_terminated(run_id, status=status)
+
+    def discard_child(self, run_id: str, reason: str) -> None:
+        """Delete a run that no Ray trial owns (MLflow keeps it restorable until ``mlflow gc``)."""
+        self.client.set_tag(run_id, ERROR_TAG, reason[:5000])
+        self.client.set_terminated(run_id, status="FAILED")
+        self.client.delete_run(run_id)
 
     def reopen_child(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
@@ -264,5 +338,6 @@ class SweepTracker:
                 return out
 
 
-def _quote(text: str) -> str:
-    return text.replace("'", "\\'")
+def config_text(config: Mapping[str, Any], header: str = "") -> str:
+    """A resolved config (already checked when the trial was made) as YAML, runnable by ``none-sweep train``."""
+    return dump_config(config_from_dict(config, source="resolved config"), header=header)

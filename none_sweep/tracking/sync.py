@@ -1,9 +1,10 @@
 """Make MLflow agree with Ray: shared by the live callback (after a restore) and ``none-sweep sync-mlflow``.
 
-Ray's own records are the source of truth: each trial's status, config and last result in the experiment
-state, its per-epoch results in ``result.json``, its checkpoints in storage. :func:`backfill_trial` creates
-the child run when MLflow has none, logs the epochs MLflow lacks, attaches the model from the latest
-checkpoint and closes the run the way Ray ended the trial.
+MLflow is a projection: Ray's records are the source of truth for what a trial reported (its status, config
+and last result in the experiment state, every epoch in ``result.json``, its checkpoints in storage).
+:func:`backfill_trial` creates the child run when MLflow has none, logs the epochs MLflow lacks, attaches the
+model from the latest checkpoint and closes the run the way Ray ended the trial. Nothing here knows the
+sweep's space: a :data:`Resolver` turns a trial's sampled values into its resolved config.
 """
 
 from __future__ import annotations
@@ -11,17 +12,22 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..errors import ConfigError, StorageError, TrackingError
+from ..errors import NoneSweepError
+from ..text import first_line
 from .layout import EARLY_STOP_TAG, NODE_TAG, POINT_TAG, SYNC_TAG, step_of
 
 logger = logging.getLogger(__name__)
 
-MODEL_STATE = "model_state.pt"  # written by none_sweep.sweep.trainable next to each checkpoint
-POINT_KEY = "_point"
+#: A trial's sampled values → its resolved config (a plain mapping); raises NoneSweepError when invalid.
+Resolver = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+MODEL_STATE = "model_state.pt"  # the trainable's model weights beside each checkpoint
+POINT_KEY = "_point"  # the sampled-config key naming the point a trial evaluates
 
 
 def read_history(trial: Any) -> list[dict[str, Any]]:
@@ -73,7 +79,7 @@ def error_reason(trial: Any) -> str:
             exc = None
     cause = getattr(exc, "cause", None) or exc
     if cause is not None and not _is_generic(cause):
-        return f"{type(cause).__name__}: {cause}".splitlines()[0][:1000]
+        return f"{type(cause).__name__}: {first_line(cause, 1000 - len(type(cause).__name__) - 2)}"
     text = ""
     for read in (lambda: Path(trial.error_file).read_text(), lambda: str(trial.get_error() or "")):
         try:
@@ -102,6 +108,17 @@ def _local_pickled_error(trial: Any) -> BaseException | None:
 
 def _is_generic(exc: BaseException) -> bool:
     return type(exc).__name__ in ("RayTaskError", "TuneError", "RayActorError")
+
+
+def out_of_step(children: Mapping[str, Any], trials: list[Any]) -> list[str]:
+    """Ids of the trials Ray ended whose MLflow run is missing or not closed the way Ray ended them."""
+    stale = []
+    for trial in trials:
+        status = final_status(trial)
+        run = children.get(trial.trial_id)
+        if status is not None and (run is None or run.info.status != status):
+            stale.append(trial.trial_id)
+    return stale
 
 
 def final_status(trial: Any) -> str | None:
@@ -139,12 +156,20 @@ class SyncStats:
                 f"attached {self.models} models")  # fmt: skip
 
 
-def backfill_trial(tracker: Any, space: Any, trial: Any, run: Any | None, stats: SyncStats, *,
-                   history: list[dict] | None = None, mark: bool = True) -> str:  # fmt: skip
+def backfill_trial(
+    tracker: Any,
+    resolve: Resolver,
+    trial: Any,
+    run: Any | None,
+    stats: SyncStats,
+    *,
+    history: list[dict[str, Any]] | None = None,
+    mark: bool = True,
+) -> str:
     """Bring one trial's child run in line with Ray's record of it; returns the run id."""
     status = final_status(trial)
     if run is None:
-        run_id = create_child(tracker, space, trial)
+        run_id = create_child(tracker, resolve, trial)
         stats.created += 1
         logged: set[int] = set()
         mlflow_status = "RUNNING"
@@ -168,7 +193,7 @@ def backfill_trial(tracker: Any, space: Any, trial: Any, run: Any | None, stats:
         if not (trial.last_result or {}).get("final"):
             tags[EARLY_STOP_TAG] = "true"
         if not tracker.has_model(run_id):
-            cfg = _resolved(space, trial)
+            cfg = resolved_or_none(resolve, trial)
             if cfg is not None and latest_model_state(trial)(lambda p: tracker.log_model(run_id, cfg, p)):
                 stats.models += 1
     if mlflow_status != status:
@@ -177,70 +202,34 @@ def backfill_trial(tracker: Any, space: Any, trial: Any, run: Any | None, stats:
     return run_id
 
 
-def create_child(tracker: Any, space: Any, trial: Any) -> str:
+def create_child(tracker: Any, resolve: Resolver, trial: Any) -> str:
     """The child run of ``trial``; a sampled config the schema rejects still gets a run (params as sampled)."""
     point = trial.config.get(POINT_KEY)
     tags = {POINT_TAG: point} if point else {}
+    error = None
     try:
-        cfg = space.trial_config(trial.config, source=f"trial {trial.trial_id}")
-    except ConfigError as exc:
-        tags["none_sweep.config_error"] = str(exc)[:5000]
-        cfg = None
+        resolved: Mapping[str, Any] | None = resolve(trial.config)
+    except NoneSweepError as exc:
+        resolved, error = None, str(exc)
     sampled = {k: v for k, v in trial.config.items() if not k.startswith("_")}
-    return tracker.create_child(trial.trial_id, str(trial), cfg, tags=tags, sampled=sampled)
+    return tracker.create_child(
+        trial.trial_id, run_name(trial), resolved, sampled=sampled, tags=tags, config_error=error
+    )
 
 
-def _resolved(space: Any, trial: Any) -> dict[str, Any] | None:
-    from ..config import to_dict
+def run_name(trial: Any) -> str:
+    """``train_trial_3f2a1_00001`` or, for a point evaluated first, ``paper_defaults (trial 3f2a1_00001)``."""
+    point = trial.config.get(POINT_KEY)
+    return f"{point} (trial {trial.trial_id})" if point else str(trial)
 
+
+def resolved_or_none(resolve: Resolver, trial: Any) -> Mapping[str, Any] | None:
     try:
-        return to_dict(space.trial_config(trial.config, source=f"trial {trial.trial_id}"))
-    except ConfigError:
+        return resolve(trial.config)
+    except NoneSweepError:
         return None
 
 
 def node_tags(result: dict[str, Any]) -> dict[str, str]:
     node = result.get("node_id")
     return {NODE_TAG: str(node)} if node else {}
-
-
-# ---------------------------------------------------------------------- none-sweep sync-mlflow
-def sync_sweep(storage: Any, name: str, tracking_uri: str | None, say: Callable[[str], None]) -> SyncStats:
-    """Back-fill the tracking store from the Ray experiment at ``storage``/``name``."""
-    from ray.tune import ExperimentAnalysis
-
-    from ..sweep.runner import SweepSpec, finish_tracking, quiet_analysis
-    from .store import SweepTracker
-
-    spec = SweepSpec.load(storage)
-    uri = tracking_uri or spec.tracking_uri
-    try:
-        with quiet_analysis():
-            analysis = ExperimentAnalysis(storage.experiment_path)
-    except Exception as exc:  # ValueError when no experiment state exists yet
-        raise StorageError(f"no Ray experiment state at {storage.experiment_path} ({exc})") from None
-    tracker = SweepTracker(uri, name)
-    try:
-        if tracker.find_parent() is None:
-            tracker.start_parent(spec.parent_params(), spec.space.text, resume=False)
-            say(f"created the parent run of sweep {name!r}")
-        parent = tracker.client.get_run(tracker.parent_id)
-        baseline = storage.read_json("baseline.json")
-        if baseline and "baseline_clean_acc" not in parent.data.metrics:
-            tracker.log_baseline(baseline)
-        children = tracker.children()
-        stats = SyncStats()
-        for trial in analysis.trials:
-            backfill_trial(tracker, spec.space, trial, children.get(trial.trial_id), stats)
-        statuses = [t.status for t in analysis.trials]
-        ended = all(s in ("TERMINATED", "ERROR") for s in statuses)
-        complete = bool(statuses) and ended and len(statuses) >= spec.num_samples
-        if complete and parent.data.tags.get("none_sweep.status") != "finished":
-            finish_tracking(tracker, spec, storage, analysis.trials, "finished", say)
-    except TrackingError:
-        raise
-    except Exception as exc:
-        if type(exc).__module__.startswith("mlflow"):
-            raise TrackingError(f"MLflow at {uri}: {exc}".splitlines()[0]) from None
-        raise
-    return stats
