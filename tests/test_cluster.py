@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
@@ -36,12 +36,19 @@ def ray_schema() -> dict:
 
 
 def commands(cfg: dict) -> list[str]:
-    keys = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
-            "head_start_ray_commands", "worker_start_ray_commands")
+    keys = (
+        "initialization_commands",
+        "setup_commands",
+        "head_setup_commands",
+        "worker_setup_commands",
+        "head_start_ray_commands",
+        "worker_start_ray_commands",
+    )
     return [c for k in keys for c in cfg.get(k, [])]
 
 
 # -- cluster-launcher configs -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
 def test_config_validates_against_ray_schema(name):
@@ -113,27 +120,37 @@ def test_start_mlflow_binds_the_private_ip_with_allowed_hosts():
 def test_start_mlflow_refuses_all_interfaces(tmp_path):
     env_file = tmp_path / "env"
     env_file.write_text("export NONE_SWEEP_HEAD_IP=0.0.0.0\n")
-    proc = subprocess.run(["bash", str(CLUSTER / "start_mlflow.sh")], capture_output=True, text=True,
-                          env={**os.environ, "HOME": str(tmp_path), "NONE_SWEEP_ENV_FILE": str(env_file)})
+    proc = subprocess.run(
+        ["bash", str(CLUSTER / "start_mlflow.sh")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(tmp_path), "NONE_SWEEP_ENV_FILE": str(env_file)},
+    )
     assert proc.returncode == 2
     assert "refusing to bind MLflow to all interfaces" in proc.stderr
 
 
 # -- node_setup.sh ----------------------------------------------------------------------------------------
 
+
 def node_setup(home: Path, *args: str, head_ip: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_HEAD_IP", "NONE_SWEEP_HOME", "NONE_SWEEP_VENV")}
     env.update(HOME=str(home), NONE_SWEEP_PYTHON=sys.executable)
     if head_ip:
         env["RAY_HEAD_IP"] = head_ip
-    return subprocess.run(["bash", str(CLUSTER / "node_setup.sh"), "--skip-install", *args],
-                          capture_output=True, text=True, env=env)
+    return subprocess.run(
+        ["bash", str(CLUSTER / "node_setup.sh"), "--skip-install", *args], capture_output=True, text=True, env=env
+    )
 
 
 def sourced_env(home: Path) -> dict[str, str]:
     """The environment a `bash -i` (what Ray's command runner uses) sees after ~/.bashrc."""
-    out = subprocess.run(["bash", "-c", ". ~/.bashrc; env"], capture_output=True, text=True,
-                         env={"HOME": str(home), "PATH": os.environ["PATH"]}).stdout
+    out = subprocess.run(
+        ["bash", "-c", ". ~/.bashrc; env"],
+        capture_output=True,
+        text=True,
+        env={"HOME": str(home), "PATH": os.environ["PATH"]},
+    ).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
@@ -171,6 +188,7 @@ def test_node_setup_needs_storage(tmp_path):
 
 # -- run_sweep.py -----------------------------------------------------------------------------------------
 
+
 def run_sweep_module():
     spec = importlib.util.spec_from_file_location("run_sweep", CLUSTER / "run_sweep.py")
     module = importlib.util.module_from_spec(spec)
@@ -184,8 +202,20 @@ ENV = {"NONE_SWEEP_STORAGE": "s3://b/ray", "MLFLOW_TRACKING_URI": "http://10.0.0
 def test_run_sweep_adds_the_cluster_s_settings(tmp_path):
     rs = run_sweep_module()
     argv = rs.sweep_argv(["search_spaces/digits_tiny.yaml", "--name", "d", "--num-samples", "4"], ENV)
-    assert argv == ["sweep", "search_spaces/digits_tiny.yaml", "--name", "d", "--num-samples", "4",
-                    "--address", "auto", "--storage", "s3://b/ray", "--tracking-uri", "http://10.0.0.5:5000"]
+    assert argv == [
+        "sweep",
+        "search_spaces/digits_tiny.yaml",
+        "--name",
+        "d",
+        "--num-samples",
+        "4",
+        "--address",
+        "auto",
+        "--storage",
+        "s3://b/ray",
+        "--tracking-uri",
+        "http://10.0.0.5:5000",
+    ]
 
 
 def test_run_sweep_keeps_explicit_arguments_and_resolves_the_space(tmp_path):
@@ -194,8 +224,15 @@ def test_run_sweep_keeps_explicit_arguments_and_resolves_the_space(tmp_path):
     (tmp_path / "search_spaces" / "s.yaml").write_text("x: 1\n")
     env = {**ENV, "NONE_SWEEP_HOME": str(tmp_path), "RAY_ADDRESS": "10.0.0.5:6379"}
     argv = rs.sweep_argv(["--", "search_spaces/s.yaml", "--storage=/nfs/r", "--tracking-uri", "sqlite:///x.db"], env)
-    assert argv == ["sweep", str(tmp_path / "search_spaces" / "s.yaml"), "--storage=/nfs/r",
-                    "--tracking-uri", "sqlite:///x.db", "--address", "10.0.0.5:6379"]
+    assert argv == [
+        "sweep",
+        str(tmp_path / "search_spaces" / "s.yaml"),
+        "--storage=/nfs/r",
+        "--tracking-uri",
+        "sqlite:///x.db",
+        "--address",
+        "10.0.0.5:6379",
+    ]
 
 
 def test_run_sweep_without_the_environment_is_a_clear_error(capsys, monkeypatch):
@@ -224,6 +261,7 @@ def test_run_sweep_reaches_the_sweep_cli(capsys, tmp_path, monkeypatch):
 
 
 # -- KubeRay ----------------------------------------------------------------------------------------------
+
 
 def kuberay_docs() -> list[dict]:
     return [d for d in yaml.safe_load_all((CLUSTER / "kuberay-rayjob.yaml").read_text()) if d]
@@ -271,17 +309,19 @@ def test_kuberay_mlflow_server_binds_the_pod_ip():
 
 def test_readme_names_the_commands():
     readme = (CLUSTER / "README.md").read_text()
-    for needle in ("ray up cluster/aws-gpu.yaml", "ray submit cluster/aws-gpu.yaml cluster/run_sweep.py --",
-                   "ray job submit", "ray dashboard", "-L 5000:$HEAD_PRIVATE:5000", "ray down", "kubectl apply"):
+    for needle in (
+        "ray up cluster/aws-gpu.yaml",
+        "ray submit cluster/aws-gpu.yaml cluster/run_sweep.py --",
+        "ray job submit",
+        "ray dashboard",
+        "-L 5000:$HEAD_PRIVATE:5000",
+        "ray down",
+        "kubectl apply",
+    ):
         assert needle in readme, needle
 
 
 # -- the MLflow server on a private address (real server) ------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -291,12 +331,17 @@ def test_start_mlflow_serves_on_the_node_ip_only(tmp_path):
     ip = ray.util.get_node_ip_address()
     if ip.startswith("127."):
         pytest.skip("this machine has no non-loopback address")
-    port = _free_port()
+    port = free_port()
     assert node_setup(tmp_path, "--storage", str(tmp_path / "ray"), "--port", str(port)).returncode == 0
-    env = {**os.environ, "HOME": str(tmp_path), "MLFLOW_BIN": str(Path(sys.executable).parent / "mlflow"),
-           "NONE_SWEEP_PYTHON": sys.executable}
-    proc = subprocess.run(["bash", str(CLUSTER / "start_mlflow.sh")], capture_output=True, text=True, env=env,
-                          timeout=300)
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "MLFLOW_BIN": str(Path(sys.executable).parent / "mlflow"),
+        "NONE_SWEEP_PYTHON": sys.executable,
+    }
+    proc = subprocess.run(
+        ["bash", str(CLUSTER / "start_mlflow.sh")], capture_output=True, text=True, env=env, timeout=300
+    )
     pid = int((tmp_path / "mlflow" / "server.pid").read_text())
     try:
         assert proc.returncode == 0, proc.stderr

@@ -15,18 +15,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from support.net import free_port
 
-from test_report_store import run_cli
+from none_sweep.cli import main as run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 #: |trained - swept| allowed for clean_acc and asr. The sweep trained with 1 torch thread (the trial's CPU
@@ -36,24 +36,31 @@ TOLERANCE = 0.03
 RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def ray_head(num_cpus: int = 2) -> Iterator[str]:
     """``ray start --head --block`` on a free port and a private temp dir; yields its address."""
-    port = _free_port()
+    port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     ray_bin = str(Path(sys.executable).parent / "ray")
-    log = open(Path(temp_dir) / "head.log", "wb")
+    log = open(Path(temp_dir) / "head.log", "wb")  # noqa: SIM115 -- the head writes to it until it ends
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **RAY_ENV}
     head = subprocess.Popen(
-        [ray_bin, "start", "--head", "--block", f"--port={port}", f"--num-cpus={num_cpus}", "--num-gpus=0",
-         "--include-dashboard=false", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            f"--num-cpus={num_cpus}",
+            "--num-gpus=0",
+            "--include-dashboard=false",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=env,
     )
     address = f"127.0.0.1:{port}"
     try:
@@ -94,10 +101,10 @@ def registered_model_accuracy(uri: str, name: str, config_path: Path) -> float:
     import mlflow.pytorch
     import torch
 
-    from none_sweep.config import load_config
     from none_sweep.data import load_dataset, normalize
+    from none_sweep.experiment import load_experiment
 
-    cfg = load_config(config_path)
+    cfg = load_experiment(config_path)
     data = load_dataset(cfg.data, cfg.seed)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -119,11 +126,20 @@ def test_submit_sweep_then_export_train_and_verify(tmp_path, monkeypatch, capsys
     home.mkdir()
     shutil.copy(ROOT / "cluster" / "run_sweep.py", home / "run_sweep.py")
     with ray_head() as address:
-        env = {**os.environ, "NONE_SWEEP_STORAGE": str(tmp_path / "ray"), "MLFLOW_TRACKING_URI": uri,
-               "NONE_SWEEP_HOME": str(ROOT), "RAY_ADDRESS": address}
+        env = {
+            **os.environ,
+            "NONE_SWEEP_STORAGE": str(tmp_path / "ray"),
+            "MLFLOW_TRACKING_URI": uri,
+            "NONE_SWEEP_HOME": str(ROOT),
+            "RAY_ADDRESS": address,
+        }
         sweep = subprocess.run(
             [sys.executable, "run_sweep.py", "search_spaces/digits_tiny.yaml", "--name", "e2e", "--num-samples", "3"],
-            cwd=home, env=env, capture_output=True, text=True, timeout=1200,
+            cwd=home,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
         )
         assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
         assert f"--address {address} --storage {tmp_path / 'ray'} --tracking-uri {uri}" in sweep.stdout
@@ -135,8 +151,22 @@ def test_submit_sweep_then_export_train_and_verify(tmp_path, monkeypatch, capsys
         # export the knee (always defined) and re-check it on 3 fresh seeds as Ray tasks on this cluster
         monkeypatch.setenv("RAY_ADDRESS", address)
         out = tmp_path / "best_defense.yaml"
-        rc = run_cli(["export", "--experiment", "e2e", "--knee", "--out", str(out), "--verify-seeds", "3",
-                      "--register-model", "e2e-none", "--tracking-uri", uri])
+        rc = run_cli(
+            [
+                "export",
+                "--experiment",
+                "e2e",
+                "--knee",
+                "--out",
+                str(out),
+                "--verify-seeds",
+                "3",
+                "--register-model",
+                "e2e-none",
+                "--tracking-uri",
+                uri,
+            ]
+        )
         printed = capsys.readouterr()
         assert rc == 0, printed.err
         assert "fresh seeds 1..3 (n=3)" in printed.out
@@ -148,12 +178,17 @@ def test_submit_sweep_then_export_train_and_verify(tmp_path, monkeypatch, capsys
     assert registered_model_accuracy(uri, "e2e-none", out) == pytest.approx(chosen["clean_acc"], abs=1e-6)
     trained = subprocess.run(
         [sys.executable, "-m", "none_sweep", "train", str(out), "--out", str(tmp_path / "train"), "--quiet"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
         env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
-    print(f"reproduction: swept clean_acc={chosen['clean_acc']:.4f} asr={chosen['asr']:.4f}; "
-          f"trained clean_acc={metrics['clean_acc']:.4f} asr={metrics['asr']:.4f}")
+    print(
+        f"reproduction: swept clean_acc={chosen['clean_acc']:.4f} asr={chosen['asr']:.4f}; "
+        f"trained clean_acc={metrics['clean_acc']:.4f} asr={metrics['asr']:.4f}"
+    )
     assert abs(metrics["clean_acc"] - chosen["clean_acc"]) <= TOLERANCE
     assert abs(metrics["asr"] - chosen["asr"]) <= TOLERANCE

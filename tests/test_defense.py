@@ -638,12 +638,13 @@ def test_a_spent_budget_removes_nothing_new_and_ties_break_by_index() -> None:
 
 
 def test_a_capped_run_removes_at_most_the_cap_and_records_it() -> None:
-    from none_sweep.config import load_config, parse_overrides
+    from none_sweep.config import parse_overrides
+    from none_sweep.experiment import load_experiment
     from none_sweep.train import ExperimentRun
 
     overrides = ["train.epochs=2", "defense.pretrain_epochs=1", "defense.reset_interval=1", "defense.rounds=2",
                  "defense.max_removed_fraction=0.02"]  # fmt: skip
-    run = ExperimentRun(load_config("configs/digits_badnets.yaml", parse_overrides(overrides)))
+    run = ExperimentRun(load_experiment("configs/digits_badnets.yaml", parse_overrides(overrides)))
     for _ in run.epochs():
         pass
     cap = int(0.02 * run.data.num_train)

@@ -18,22 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.faults import space_file, sweep_args
+from support.processes import Proc, environ_of, processes, ray_sandbox, wait_for
+from support.results import checkpointed, children_by_trial, mlflow_runs, outcomes, ray_trials
 
 from none_sweep.cli import main
-from test_faults_common import (
-    Proc,
-    checkpointed,
-    children_by_trial,
-    environ_of,
-    mlflow_runs,
-    processes,
-    ray_sandbox,
-    ray_trials,
-    outcomes,
-    space_file,
-    sweep_args,
-    wait_for,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,10 +138,14 @@ def test_corrupt_ray_trial_checkpoint_is_detected_and_the_trial_restarts_from_sc
             tid = wait_for("the trial's first checkpoint", lambda: next(iter(checkpointed(storage, name)), None),
                            300, proc, every=0.1)  # fmt: skip
             (folder,) = [p for p in (storage / name).glob(f"train_trial_{tid}_*/checkpoint_000000")]
-            state = wait_for("its run state", lambda: (folder / "run.ckpt").is_file() and folder / "run.ckpt", 10, proc, every=0.05)
+            state = wait_for(
+                "its run state", lambda: (folder / "run.ckpt").is_file() and folder / "run.ckpt", 10, proc, every=0.05
+            )
             time.sleep(0.5)  # the driver registers the reported checkpoint as the trial's latest
             state.write_bytes(state.read_bytes()[:200])  # truncated, as by a full disk or a killed copy
-            (actor,) = wait_for("the trial's worker process", lambda: trial_processes(env["RAY_TMPDIR"]), 30, proc, every=0.1)
+            (actor,) = wait_for(
+                "the trial's worker process", lambda: trial_processes(env["RAY_TMPDIR"]), 30, proc, every=0.1
+            )
             assert not outcomes(storage, name), "the trial finished before the fault could be injected"
             os.kill(actor, signal.SIGKILL)  # Ray restores the trial from its latest checkpoint: the damaged one
             code = proc.wait(420)

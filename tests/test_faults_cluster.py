@@ -19,29 +19,15 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
-from test_faults_common import (
-    RAY,
-    Proc,
-    checkpointed,
-    children_by_trial,
-    free_port,
-    kill_group,
-    kill_matching,
-    mlflow_runs,
-    outcomes,
-    processes,
-    ray_trials,
-    space_file,
-    sweep_args,
-    trial_rows,
-    wait_for,
-)
+from support.faults import space_file, sweep_args
+from support.net import free_port
+from support.processes import RAY, Proc, kill_group, kill_matching, processes, wait_for
+from support.results import checkpointed, children_by_trial, mlflow_runs, outcomes, ray_trials, trial_rows
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +40,9 @@ def two_nodes() -> Iterator[dict]:
     temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     port, nm_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI")}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    env.update(
+        RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1"
+    )
     starters: list[subprocess.Popen] = []
     try:
         for args in (["--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false"],
@@ -94,7 +82,9 @@ def test_worker_node_killed_mid_sweep_every_trial_finishes_from_its_checkpoint(t
     storage, name, uri = tmp_path / "ray", "nodes", f"sqlite:///{tmp_path / 'mlflow.db'}"
     t0 = time.monotonic()
     with two_nodes() as cluster:
-        proc = Proc(sweep_args(space, name, storage, uri, "--address", cluster["address"]), tmp_path, cluster["env"], "sweep")
+        proc = Proc(
+            sweep_args(space, name, storage, uri, "--address", cluster["address"]), tmp_path, cluster["env"], "sweep"
+        )
         try:
             wait_for("two running trials past their first checkpoint",
                      lambda: len(checkpointed(storage, name) - set(outcomes(storage, name))) >= 2, 420, proc, every=0.2)  # fmt: skip
@@ -118,7 +108,7 @@ def test_worker_node_killed_mid_sweep_every_trial_finishes_from_its_checkpoint(t
     assert len(restarts) >= 2, "the victim must have been restarted by Ray"
     resumed_at = vrows[restarts[-1]]["epoch"]
     assert resumed_at > 1, "restarted from its checkpoint, not from scratch"
-    assert all(r["node_id"] != worker for r in vrows[restarts[-1]:])
+    assert all(r["node_id"] != worker for r in vrows[restarts[-1] :])
 
     runs = mlflow_runs(uri, name)
     children = children_by_trial(runs)

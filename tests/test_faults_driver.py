@@ -23,22 +23,16 @@ from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
-
-from test_faults_common import (
-    NONE_SWEEP,
-    Proc,
+from support.faults import space_file, sweep_args
+from support.processes import NONE_SWEEP, Proc, no_traceback, ray_sandbox, wait_for
+from support.results import (
     checkpointed,
     children_by_trial,
     mlflow_runs,
-    no_traceback,
     outcomes,
-    ray_sandbox,
     ray_trials,
     snapshotted_checkpoints,
-    space_file,
-    sweep_args,
     trial_rows,
-    wait_for,
 )
 
 pytestmark = pytest.mark.slow
@@ -88,7 +82,9 @@ def study_of(storage: Path, name: str):
 
 def snapshot_study(storage: Path, name: str) -> dict[str, tuple[str, tuple[float, ...] | None]]:
     """Optuna trial number → (state, values) as the study knows it right now."""
-    return {str(t.number): (t.state.name, tuple(t.values) if t.values else None) for t in study_of(storage, name).trials}
+    return {
+        str(t.number): (t.state.name, tuple(t.values) if t.values else None) for t in study_of(storage, name).trials
+    }
 
 
 def check_consistent_after_resume(storage: Path, name: str, uri: str, num_samples: int) -> list:
@@ -96,7 +92,9 @@ def check_consistent_after_resume(storage: Path, name: str, uri: str, num_sample
     from none_sweep.sweep.search import RAY_TRIAL_ATTR
 
     trials = ray_trials(storage, name)
-    assert len(trials) == num_samples and all(t.status == "TERMINATED" for t in trials), [(t.trial_id, t.status) for t in trials]
+    assert len(trials) == num_samples and all(t.status == "TERMINATED" for t in trials), [
+        (t.trial_id, t.status) for t in trials
+    ]
     ids = {t.trial_id for t in trials}
     runs = mlflow_runs(uri, name)
     assert not [r for r in runs if r.info.status == "RUNNING"], "no run may stay RUNNING"
@@ -164,7 +162,7 @@ def test_driver_sigkill_then_resume_loses_and_repeats_nothing(tmp_path: Path) ->
     rows = after_rows[running]
     interval = rows[0]["config"]["defense.reset_interval"]
     restarts = [i for i, r in enumerate(rows) if r["iterations_since_restore"] == 1]
-    resumed = [r["epoch"] for r in rows[restarts[-1]:]]
+    resumed = [r["epoch"] for r in rows[restarts[-1] :]]
     assert resumed == list(range(resumed[0], 2 + interval + 1)), resumed
     if snapshotted:
         assert resumed[0] > 1, "a checkpoint the snapshot recorded must be resumed from"
@@ -194,7 +192,9 @@ def test_ctrl_c_stops_cleanly_says_how_to_resume_and_the_resume_completes(tmp_pa
     with ray_sandbox() as env:
         first = Proc(sweep_args(space, name, storage, uri), tmp_path, env, "first")
         try:
-            wait_for("a finished trial and one past its first checkpoint", mid_sweep(storage, name), 300, first, every=0.2)
+            wait_for(
+                "a finished trial and one past its first checkpoint", mid_sweep(storage, name), 300, first, every=0.2
+            )
             os.killpg(first.pid, signal.SIGINT)  # what Ctrl+C in a terminal does: the whole foreground group
             code = first.wait(120)
         finally:

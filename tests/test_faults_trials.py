@@ -15,18 +15,9 @@ from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
-
-from test_faults_common import (
-    Proc,
-    children_by_trial,
-    mlflow_runs,
-    no_traceback,
-    ray_sandbox,
-    ray_trials,
-    space_file,
-    sweep_args,
-    trial_rows,
-)
+from support.faults import space_file, sweep_args
+from support.processes import Proc, no_traceback, ray_sandbox
+from support.results import children_by_trial, mlflow_runs, ray_trials, trial_rows
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +25,14 @@ SAFE = {"train.lr": 0.05, "train.momentum": 0.9, "train.weight_decay": 0.0005, "
 POINTS = {
     "ok": {"data.train_subset": 400, **SAFE, "attack.name": "badnets"},
     "raises": {"data.train_subset": 5000, **SAFE, "attack.name": "badnets"},  # DataError inside the trial
-    "nan_loss": {"data.train_subset": 400, "train.lr": 10.0, "train.momentum": 0.99, "train.weight_decay": 1.0,
-                 "train.batch_size": 8, "attack.name": "badnets"},  # loss nan in the first epoch
+    "nan_loss": {
+        "data.train_subset": 400,
+        "train.lr": 10.0,
+        "train.momentum": 0.99,
+        "train.weight_decay": 1.0,
+        "train.batch_size": 8,
+        "attack.name": "badnets",
+    },  # loss nan in the first epoch
     "no_objective": {"data.train_subset": 400, **SAFE, "attack.name": "none"},  # no trigger: asr never measured
 }
 #: (Ray error text, Optuna fail_reason, MLflow none_sweep.error) fragments per failing point

@@ -3,8 +3,8 @@ recorded, and config paths stay where data lives.
 
 1. checkpoints are read with ``torch.load(weights_only=True)``: a pickled object inside one is refused;
 2. YAML is safe-loaded only: ``!!python/...`` tags are refused in config files, space files and ``--set``;
-3. the sweep's own local Ray starts without a dashboard, the cluster scripts leave Ray's dashboard on its
-   loopback default and never bind MLflow to every interface; the printed ``mlflow ui`` command names 127.0.0.1;
+3. the sweep's own local Ray starts without a dashboard, the cluster scripts set no non-loopback dashboard host
+   and never bind MLflow to every interface; the printed and documented ``mlflow ui`` commands name 127.0.0.1;
 4. credentials in the environment or embedded in URIs never become MLflow params;
 5. file paths in configs obey ``none_sweep/config/paths.py`` (working folder or explicit roots, no ``..``).
 """
@@ -25,8 +25,9 @@ import torch
 import yaml
 
 from none_sweep.cli import main
-from none_sweep.config import load_config, parse_overrides
+from none_sweep.config import parse_overrides
 from none_sweep.errors import CheckpointError, ConfigError
+from none_sweep.experiment import load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "none_sweep"
@@ -52,8 +53,9 @@ def test_every_torch_load_in_the_package_is_weights_only() -> None:
     assert loads, "expected torch.load calls to check"
     for path, call in loads:
         kw = {k.arg: k.value for k in call.keywords}
-        assert "weights_only" in kw and isinstance(kw["weights_only"], ast.Constant) and kw["weights_only"].value is True, \
-            f"{path.relative_to(ROOT)}:{call.lineno}: torch.load without weights_only=True"
+        assert (
+            "weights_only" in kw and isinstance(kw["weights_only"], ast.Constant) and kw["weights_only"].value is True
+        ), f"{path.relative_to(ROOT)}:{call.lineno}: torch.load without weights_only=True"
 
 
 class Payload:
@@ -75,7 +77,9 @@ def test_a_pickled_object_in_a_checkpoint_is_refused_and_never_runs(tmp_path: Pa
     buf = io.BytesIO()
     torch.save({"model": Payload(marker)}, buf)
     forged = tmp_path / "forged.pt"  # our envelope with a correct digest around a malicious payload
-    torch.save({"format": FORMAT, "digest": hashlib.sha256(buf.getvalue()).hexdigest(), "payload": buf.getvalue()}, forged)
+    torch.save(
+        {"format": FORMAT, "digest": hashlib.sha256(buf.getvalue()).hexdigest(), "payload": buf.getvalue()}, forged
+    )
     for path, message in ((plain, "unreadable checkpoint"), (forged, "payload unreadable")):
         with pytest.raises(CheckpointError, match=message):
             load_state(path)
@@ -101,7 +105,11 @@ EVIL = '!!python/object/apply:os.system ["touch {marker}"]'
 def test_the_package_never_uses_an_unsafe_yaml_loader() -> None:
     for name in ("load", "unsafe_load", "full_load", "load_all", "full_load_all", "unsafe_load_all"):
         for path, call in calls(name):
-            if isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Name) and call.func.value.id == "yaml":
+            if (
+                isinstance(call.func, ast.Attribute)
+                and isinstance(call.func.value, ast.Name)
+                and call.func.value.id == "yaml"
+            ):
                 raise AssertionError(f"{path.relative_to(ROOT)}:{call.lineno}: yaml.{name}; use yaml.safe_load")
 
 
@@ -121,7 +129,10 @@ def test_python_tags_are_refused_in_space_files(tmp_path: Path, capsys) -> None:
     assert EVIL.split()[0] in text
     path = tmp_path / "evil_space.yaml"
     path.write_text(text)
-    assert main(["sweep", str(path), "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]) == 2
+    assert (
+        main(["sweep", str(path), "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "not valid YAML" in err and len(err.splitlines()) == 1
     assert not marker.exists() and not (tmp_path / "m.db").exists()
@@ -132,7 +143,7 @@ def test_python_tags_in_set_overrides_stay_plain_text(tmp_path: Path) -> None:
     overrides = parse_overrides([f"seed={EVIL.format(marker=marker)}"])
     assert isinstance(overrides["seed"], str)  # not constructed: kept as text, which then fails validation
     with pytest.raises(ConfigError, match="seed must be an integer"):
-        load_config(None, overrides)
+        load_experiment(None, overrides)
     assert not marker.exists()
 
 
@@ -168,18 +179,6 @@ def test_the_sweep_starts_ray_without_a_dashboard_and_names_no_host(tmp_path: Pa
         assert seen["include_dashboard"] in (None, False) and seen["address"] == "auto"
 
 
-def test_ray_s_default_dashboard_host_is_loopback() -> None:
-    """The cluster configs start heads without --dashboard-host, relying on ``ray start``'s (and ray.init's) default."""
-    import inspect
-
-    from ray._private.parameter import RayParams
-    from ray.scripts.scripts import start
-
-    cli_default = next(p for p in start.params if p.name == "dashboard_host").default
-    init_default = inspect.signature(RayParams.__init__).parameters["dashboard_host"].default
-    assert cli_default in ("127.0.0.1", "::1", "localhost") and init_default == cli_default
-
-
 def test_cluster_scripts_bind_nothing_to_every_interface() -> None:
     texts = {p.name: p.read_text() for p in (ROOT / "cluster").iterdir() if p.suffix in (".yaml", ".sh", ".py")}
     for name, text in texts.items():
@@ -197,11 +196,16 @@ def test_the_printed_ui_command_binds_loopback() -> None:
     assert "--host 127.0.0.1" in text and "0.0.0.0" not in text
 
 
-def test_mlflow_server_s_own_default_host_is_loopback() -> None:
-    from mlflow.cli import server
-
-    host = next(p for p in server.params if p.name == "host")
-    assert host.default in ("127.0.0.1", "localhost") or str(host.default).startswith("127.")
+def test_every_documented_mlflow_command_names_a_loopback_host() -> None:
+    """The ``mlflow ui``/``mlflow server`` commands we tell people to run (README, docs, cluster notes, the demo)
+    say ``--host 127.0.0.1`` themselves instead of leaving the bind address to MLflow's default."""
+    files = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "cluster").glob("*.md"),
+             *(ROOT / "scripts").glob("*.sh")]  # fmt: skip
+    commands = {(f.name, m.group(0)) for f in files
+                for m in re.finditer(r"mlflow (?:ui|server) --backend-store-uri[^`\n]*", f.read_text())}  # fmt: skip
+    assert commands, "expected documented mlflow ui/server commands to check"
+    for name, command in commands:
+        assert re.search(r"--host[= ](127\.0\.0\.1|localhost)\b", command), f"{name}: {command}"
 
 
 # --------------------------------------------------------------------------- 4. secrets
@@ -230,8 +234,8 @@ def test_no_secret_reaches_mlflow_params_tags_or_artifacts(tmp_path: Path, monke
     class Trial:
         trial_id, status, checkpoint, local_path, storage = "t1", "RUNNING", None, None, None
         pickled_error_file = error_file = None
-        config = {"defense.lamda_l": 0.2}
-        last_result: dict[str, Any] = {}
+        config = {"defense.lamda_l": 0.2}  # noqa: RUF012 -- a stub of a Ray trial's instance attributes
+        last_result: dict[str, Any] = {}  # noqa: RUF012
 
         def __str__(self) -> str:
             return "train_trial_t1"
@@ -285,50 +289,56 @@ def digits_with(**data: Any) -> dict[str, Any]:
     return {"data.name": "digits", **{f"data.{k}": v for k, v in data.items()}}
 
 
-@pytest.mark.parametrize("root", ["data", "./data/sub", "data/../data", str(Path("/usr/share/datasets/x")), "~/.cache/none-sweep/data/x"])
+@pytest.mark.parametrize(
+    "root", ["data", "./data/sub", "data/../data", str(Path("/usr/share/datasets/x")), "~/.cache/none-sweep/data/x"]
+)
 def test_allowed_data_roots(workdir: Path, root: str) -> None:
-    load_config(None, digits_with(root=root))
+    load_experiment(None, digits_with(root=root))
 
 
-@pytest.mark.parametrize("root", ["..", "../elsewhere", "data/../../x", "/etc", "/root/.ssh", "~/.ssh", "/usr/share/datasets/../../../etc"])
+@pytest.mark.parametrize(
+    "root", ["..", "../elsewhere", "data/../../x", "/etc", "/root/.ssh", "~/.ssh", "/usr/share/datasets/../../../etc"]
+)
 def test_refused_data_roots(workdir: Path, root: str) -> None:
-    with pytest.raises(ConfigError, match=r"data\.root: .*(climbs out of the working folder|is outside the allowed folders)"):
-        load_config(None, digits_with(root=root))
+    with pytest.raises(
+        ConfigError, match=r"data\.root: .*(climbs out of the working folder|is outside the allowed folders)"
+    ):
+        load_experiment(None, digits_with(root=root))
 
 
 def test_data_roots_can_be_extended_explicitly(workdir: Path, tmp_path: Path, monkeypatch) -> None:
     other = "/srv/datasets/cifar"
     with pytest.raises(ConfigError, match="NONE_SWEEP_DATA_ROOTS"):
-        load_config(None, digits_with(root=other))
+        load_experiment(None, digits_with(root=other))
     monkeypatch.setenv("NONE_SWEEP_DATA_ROOTS", f"/mnt/nfs{os.pathsep}/srv/datasets")
-    assert load_config(None, digits_with(root=other)).data.root == other
+    assert load_experiment(None, digits_with(root=other)).data.root == other
 
 
 def test_a_symlink_made_by_the_user_inside_the_working_folder_is_followed(workdir: Path, tmp_path: Path) -> None:
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     (workdir / "linked").symlink_to(outside)
-    load_config(None, digits_with(root="linked"))  # the check is lexical: the user's own link is theirs to make
+    load_experiment(None, digits_with(root="linked"))  # the check is lexical: the user's own link is theirs to make
 
 
 def test_blend_pattern_paths_follow_the_same_rule(workdir: Path, tmp_path: Path) -> None:
     from PIL import Image
 
     Image.new("L", (8, 8), 255).save(workdir / "trigger.png")
-    load_config(None, {"attack.name": "blend", "attack.params.pattern": "trigger.png"})
-    load_config(None, {"attack.name": "blend", "attack.params.pattern": "noise"})
-    with pytest.raises(ConfigError, match="attack.params.pattern: '../trigger.png' climbs out"):
-        load_config(None, {"attack.name": "blend", "attack.params.pattern": "../trigger.png"})
+    load_experiment(None, {"attack.name": "blend", "attack.params.pattern": "trigger.png"})
+    load_experiment(None, {"attack.name": "blend", "attack.params.pattern": "noise"})
+    with pytest.raises(ConfigError, match=re.escape("attack.params.pattern: '../trigger.png' climbs out")):
+        load_experiment(None, {"attack.name": "blend", "attack.params.pattern": "../trigger.png"})
 
 
 def test_configs_inside_trials_are_not_rechecked(workdir: Path) -> None:
-    """Trials rebuild configs from an already-checked space (config_from_dict), so cluster workers with
+    """Trials rebuild configs from an already-checked space (resolve_config), so cluster workers with
     another working folder or no NONE_SWEEP_DATA_ROOTS still run them."""
-    from none_sweep.config import config_from_dict
+    from none_sweep.experiment import resolve_config
 
-    assert config_from_dict({"data": {"name": "digits", "root": "/srv/elsewhere"}}).data.root == "/srv/elsewhere"
+    assert resolve_config({"data": {"name": "digits", "root": "/srv/elsewhere"}}).data.root == "/srv/elsewhere"
     with pytest.raises(ConfigError):
-        config_from_dict({"data": {"name": "digits", "root": "/srv/elsewhere"}}, check_paths=True)
+        resolve_config({"data": {"name": "digits", "root": "/srv/elsewhere"}}, check_paths=True)
 
 
 def test_space_files_check_base_and_searched_paths(workdir: Path) -> None:

@@ -11,9 +11,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support.net import free_port
+from support.results import ray_trials
 
 from none_sweep.sweep.search import RAY_TRIAL_ATTR, open_study
 from none_sweep.tracking.store import SweepTracker
@@ -52,16 +53,10 @@ def kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def ray_trials(experiment: Path) -> list[Any]:
-    from ray.tune import ExperimentAnalysis
-
-    return list(ExperimentAnalysis(str(experiment)).trials)
-
-
 def test_resume_after_sigkill_reruns_nothing_finished_and_duplicates_nothing(tmp_path: Path) -> None:
     storage, uri = tmp_path / "ray", f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [*CLI, "sweep", str(DIGITS), "--name", "r", "--storage", str(storage), "--tracking-uri", uri]
-    log = open(tmp_path / "first.log", "w")
+    log = open(tmp_path / "first.log", "w")  # noqa: SIM115 -- the driver writes to it until it is killed
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
     try:
         deadline = time.monotonic() + 600
@@ -81,7 +76,7 @@ def test_resume_after_sigkill_reruns_nothing_finished_and_duplicates_nothing(tmp
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resuming sweep 'r'" in second.stdout and "baseline: reusing" in second.stdout
 
-    trials = ray_trials(storage / "r")
+    trials = ray_trials(storage, "r")
     ids = [t.trial_id for t in trials]
     assert len(ids) == len(set(ids)) == 6 and all(t.status == "TERMINATED" for t in trials)
     tracker = SweepTracker(uri, "r")
@@ -107,14 +102,6 @@ def test_resume_after_sigkill_reruns_nothing_finished_and_duplicates_nothing(tmp
 
 
 # ---------------------------------------------------------------------- two nodes on this machine
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ray_cli() -> str:
     return str(Path(sys.executable).with_name("ray"))
 
@@ -164,10 +151,10 @@ def _submit_job(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Co
 
 def test_sweep_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp_path: Path) -> None:
     temp_dir = f"/tmp/nsr-{uuid.uuid4().hex[:6]}"  # short: Ray's unix socket paths must stay < 108 chars
-    gcs_port, dash_port = _free_port(), _free_port()
+    gcs_port, dash_port = free_port(), free_port()
     # Each node's dashboard agent gets its own port: the default (52365) may be held by another Ray on this
     # machine (an earlier test's local instance), and then the head has no agent to take the job.
-    head_agent, worker_agent = _free_port(), _free_port()
+    head_agent, worker_agent = free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}  # Ray >= 2.59: token auth
     ray = _ray_cli()
     storage, uri = tmp_path / "ray", f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -191,7 +178,7 @@ def test_sweep_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp_path: Path) -
         assert "succeeded" in done.stdout, done.stdout[-2000:]  # Ray's job-status line: it ran as a job
     finally:
         _stop_cluster(temp_dir, env)
-    trials = ray_trials(storage / "two")
+    trials = ray_trials(storage, "two")
     assert len(trials) == 4 and all(t.status == "TERMINATED" for t in trials)
     nodes = {t.last_result["node_id"] for t in trials}
     assert len(nodes) == 2, f"all trials ran on {nodes}"
@@ -226,7 +213,7 @@ def test_ctrl_c_stops_cleanly_prints_the_resume_command_and_resume_finishes(tmp_
 
     second = subprocess.run([*args[:-2], "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    trials = ray_trials(storage / "c")
+    trials = ray_trials(storage, "c")
     assert len(trials) == 6 and all(t.status == "TERMINATED" for t in trials)
     tracker = SweepTracker(uri, "c")
     assert set(tracker.children()) == {t.trial_id for t in trials}
@@ -239,7 +226,7 @@ def _start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
         [mlflow, "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1", "--artifacts-destination", str(folder / "artifacts")],
-        stdout=open(folder / f"server-{port}.log", "a"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=open(folder / f"server-{port}.log", "a"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
     )  # fmt: skip
     import urllib.request
 
@@ -257,7 +244,7 @@ def _start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_tracking_server_down_mid_sweep_then_sync_mlflow_backfills(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _start_mlflow_server(tmp_path, port)
     storage = tmp_path / "ray"
@@ -278,7 +265,7 @@ def test_tracking_server_down_mid_sweep_then_sync_mlflow_backfills(tmp_path: Pat
     text = out.read_text()
     assert code == 0, text[-3000:]  # the sweep finished anyway
     assert "none-sweep sync-mlflow --name o" in text and "MLflow:" in text
-    trials = ray_trials(storage / "o")
+    trials = ray_trials(storage, "o")
     assert len(trials) == 6 and all(t.status == "TERMINATED" for t in trials)
 
     server = _start_mlflow_server(tmp_path, port)  # back up, on the same store

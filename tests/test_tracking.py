@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,20 +52,15 @@ def space():
     return load_space(DIGITS)
 
 
-@pytest.fixture
-def uri(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
-
-
-def test_layout_parent_children_by_tag_and_resume_without_duplicates(uri: str, space) -> None:
-    tracker = SweepTracker(uri, "s1")
+def test_layout_parent_children_by_tag_and_resume_without_duplicates(tracking_uri: str, space) -> None:
+    tracker = SweepTracker(tracking_uri, "s1")
     parent = tracker.start_parent({"sweep.num_samples": 6}, space.text, resume=False)
     point = {"none_sweep.point": "paper_defaults"}
     child = tracker.create_child("t1", "train_trial_t1", space.base_config(), tags=point)
     assert tracker.log_results(child, [epoch(1), epoch(2), epoch(3, final=1)]) > 0
     tracker.finish_child(child, "FINISHED")
 
-    again = SweepTracker(uri, "s1")  # a resumed driver: nothing in memory
+    again = SweepTracker(tracking_uri, "s1")  # a resumed driver: nothing in memory
     assert again.start_parent({}, space.text, resume=True) == parent
     children = again.children()
     assert list(children) == ["t1"] and children["t1"].info.run_id == child
@@ -89,9 +83,9 @@ def test_metrics_of_keeps_finite_numbers_only() -> None:
     assert out == {"asr": 0.1, "final": 1.0}
 
 
-def test_callback_records_trials_and_failures(uri: str, space) -> None:
-    SweepTracker(uri, "s2").start_parent({}, space.text, resume=False)
-    cb = MlflowSweepCallback(uri, "s2", space)
+def test_callback_records_trials_and_failures(tracking_uri: str, space) -> None:
+    SweepTracker(tracking_uri, "s2").start_parent({}, space.text, resume=False)
+    cb = MlflowSweepCallback(tracking_uri, "s2", space)
     trials = [StubTrial("ok", {"defense.lamda_l": 0.2}), StubTrial("bad", {"defense.lamda_l": 0.25, "_point": "p"})]
     cb.setup()
     cb.on_step_begin(0, trials)
@@ -109,7 +103,7 @@ def test_callback_records_trials_and_failures(uri: str, space) -> None:
     cb.on_trial_error(0, trials, trials[1])
     cb.on_experiment_end(trials)
 
-    runs = SweepTracker(uri, "s2").children()
+    runs = SweepTracker(tracking_uri, "s2").children()
     assert set(runs) == {"ok", "bad"} and not cb.missed
     assert runs["ok"].info.status == "FINISHED" and runs["ok"].data.params["defense.lamda_l"] == "0.2"
     assert runs["bad"].info.status == "FAILED"
@@ -117,13 +111,9 @@ def test_callback_records_trials_and_failures(uri: str, space) -> None:
     assert runs["bad"].data.tags["none_sweep.point"] == "p"
 
 
-def test_callback_survives_an_unreachable_server(space) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once the socket closes
-    cb = MlflowSweepCallback(f"http://127.0.0.1:{port}", "down", space, retry_after_s=0.0)
+def test_callback_survives_an_unreachable_server(space, free_port: int) -> None:
+    cb = MlflowSweepCallback(f"http://127.0.0.1:{free_port}", "down", space, retry_after_s=0.0)
     trial = StubTrial("t", {"defense.lamda_l": 0.2})
-    t0 = time.monotonic()
     with env(SWEEP_ENV):
         cb.setup()
         cb.on_step_begin(0, [trial])
@@ -132,13 +122,12 @@ def test_callback_survives_an_unreachable_server(space) -> None:
         trial.status, trial.last_result = "TERMINATED", epoch(2, final=1)
         cb.on_trial_complete(0, [trial], trial)
         cb.on_experiment_end([trial])
-    assert time.monotonic() - t0 < 60
     assert cb.missed == {"t"} and cb.warnings >= 3
 
 
-def test_epochs_logged_during_an_outage_are_sent_when_it_ends(uri: str, space, monkeypatch) -> None:
-    SweepTracker(uri, "s3").start_parent({}, space.text, resume=False)
-    cb = MlflowSweepCallback(uri, "s3", space, retry_after_s=0.0)
+def test_epochs_logged_during_an_outage_are_sent_when_it_ends(tracking_uri: str, space, monkeypatch) -> None:
+    SweepTracker(tracking_uri, "s3").start_parent({}, space.text, resume=False)
+    cb = MlflowSweepCallback(tracking_uri, "s3", space, retry_after_s=0.0)
     trial = StubTrial("t", {"defense.lamda_l": 0.2})
     cb.setup()
     cb.on_trial_start(0, [trial], trial)
@@ -161,7 +150,7 @@ def test_epochs_logged_during_an_outage_are_sent_when_it_ends(uri: str, space, m
     cb.on_trial_result(0, [trial], trial, trial.last_result)
     cb.on_trial_complete(0, [trial], trial)
     cb.on_experiment_end([trial])
-    run = SweepTracker(uri, "s3").children()["t"]
+    run = SweepTracker(tracking_uri, "s3").children()["t"]
     steps = [m.step for m in cb.tracker.client.get_metric_history(run.info.run_id, "asr")]
     assert sorted(steps) == [1, 2, 3, 4] and run.info.status == "FINISHED"
     assert not cb.missed

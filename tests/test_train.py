@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from none_sweep.cli import main
-from none_sweep.config import config_from_dict, load_config, to_dict
+from none_sweep.config import config_from_dict, to_dict
 from none_sweep.data import load_dataset
 from none_sweep.errors import CheckpointError, TrainingDiverged
+from none_sweep.experiment import load_experiment
 from none_sweep.train import ExperimentRun, PretrainCache, build_plan, compare_to_baseline, detection_scores
 
 ROOT = Path(__file__).parents[1]
@@ -21,7 +22,7 @@ DIGITS = ROOT / "configs" / "digits_badnets.yaml"
 def digits_cfg(**overrides):
     from none_sweep.config import parse_overrides
 
-    return load_config(DIGITS, parse_overrides([f"{k}={v}" for k, v in overrides.items()]))
+    return load_experiment(DIGITS, parse_overrides([f"{k}={v}" for k, v in overrides.items()]))
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +175,7 @@ def test_train_cli_writes_metrics_and_resolved_config(tmp_path: Path, capsys) ->
         assert key in metrics
     assert metrics["epochs"] == 3 and 0 <= metrics["asr"] <= 1
     assert metrics["attack"]["name"] == "badnets" and metrics["attack"]["patch_size"] == 2
-    resolved = load_config(out / "config.yaml")
+    resolved = load_experiment(out / "config.yaml")
     assert to_dict(resolved)["train"]["epochs"] == 2
     # the baseline comparison, and a resumed run that has nothing left to do
     base = tmp_path / "base"
