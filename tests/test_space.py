@@ -1,15 +1,25 @@
-"""Search-space files: every shipped space loads; each kind of mistake is one ConfigError naming file and key."""
+"""Search-space files: every shipped space loads; each kind of mistake is one ConfigError naming file and key;
+every registered param type keeps one contract (validates, samples, converts to Optuna, describes itself)."""
 
 from __future__ import annotations
 
 import copy
+import math
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import optuna
 import pytest
 import yaml
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from none_sweep.config.validation import ConfigIssue, build
 from none_sweep.errors import ConfigError
-from none_sweep.sweep import load_space, space_from_dict
+from none_sweep.sweep.space import PARAM_TYPES, Param, load_space, space_from_dict
+from none_sweep.sweep.space.params import parse_param
+from none_sweep.sweep.space.schema import ParamSpec
 
 ROOT = Path(__file__).parents[1]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -39,7 +49,7 @@ def test_ships_the_spaces_the_issue_lists() -> None:
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
 def test_every_shipped_space_loads_and_varies_the_defense(path: Path) -> None:
     space = load_space(path)
-    assert REQUIRED_KEYS <= set(space.keys)
+    assert set(space.keys) >= REQUIRED_KEYS
     assert space.base_config().defense.enabled and not space.baseline_config().defense.enabled
     for point in space.points:  # the paper's defaults build a valid trial config
         space.trial_config(point.params)
@@ -108,7 +118,7 @@ def test_schema_errors_name_file_and_key(mutate, expected: str) -> None:
         ({"type": "uniform", "low": 0.1, "high": 0.95}, "must be below defense.lamda_h"),  # cross-field, at the bound
         ({"type": "loguniform", "low": 0.0, "high": 0.5}, "loguniform needs low > 0"),
         ({"type": "uniform", "low": 0.1}, "needs both low and high"),
-        ({"type": "gauss", "low": 0.1, "high": 0.2}, "must be one of ['uniform', 'loguniform', 'int', 'choice']"),
+        ({"type": "gauss", "low": 0.1, "high": 0.2}, "type must be one of ['choice', 'int', 'loguniform', 'uniform']"),
         ({"type": "choice", "values": []}, "values must list at least one value"),
         ({"type": "choice", "values": [0.1], "low": 0.0}, "type choice takes values"),
         ({"type": "uniform", "low": "a", "high": 0.2}, "space[defense.lamda_l].low must be a number"),
@@ -182,7 +192,7 @@ def test_trial_config_applies_sampled_keys_over_the_base() -> None:
     space = load_space(DIGITS)
     cfg = space.trial_config({"defense.lamda_l": 0.2, "defense.rounds": 2, "_point": "paper_defaults"})
     assert cfg.defense.lamda_l == 0.2 and cfg.defense.rounds == 2 and cfg.data.name == "digits"
-    with pytest.raises(ConfigError, match="defense.lamda_l"):
+    with pytest.raises(ConfigError, match=r"defense\.lamda_l"):
         space.trial_config({"defense.lamda_l": 0.99})
     grid = copy.deepcopy(digits())
     grid["search"]["sampler"] = "grid"
@@ -191,3 +201,170 @@ def test_trial_config_applies_sampled_keys_over_the_base() -> None:
     grid["search"]["points_to_evaluate"] = []
     space = space_from_dict(grid, "grid.yaml")
     assert [p.grid() for p in space.params] == [[1, 2, 3], [0.1, 0.2, 0.3]]
+
+
+# --------------------------------------------------------------------------- the param types, one contract
+KEY = "defense.x"
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What one param type must do: a valid entry, what it yields, and one bad change with its message."""
+
+    entry: dict[str, Any]
+    describe: str
+    distribution: BaseDistribution
+    edges: list[Any]
+    grid: list[Any] | None  # None: not discrete, a grid search refuses it
+    outside: list[Any]  # values it must not contain
+    bad: dict[str, Any]  # a change to ``entry`` ...
+    bad_field: str  # ... refused at space[KEY].bad_field ...
+    bad_message: str  # ... with this in the message
+
+
+CONTRACTS = {
+    "uniform": Contract({"type": "uniform", "low": 0.1, "high": 0.3}, "uniform[0.1, 0.3]",
+                        FloatDistribution(0.1, 0.3), [0.1, 0.3], None, [0.05, 0.31, True, "0.2", math.nan],
+                        {"low": 0.4}, "low", "low (0.4) must not exceed high (0.3)"),
+    "loguniform": Contract({"type": "loguniform", "low": 1e-4, "high": 1e-2}, "loguniform[0.0001, 0.01]",
+                           FloatDistribution(1e-4, 1e-2, log=True), [1e-4, 1e-2], None, [0.0, 0.1],
+                           {"step": 1e-3}, "step", "loguniform cannot be quantised"),
+    "int": Contract({"type": "int", "low": 1, "high": 8, "step": 3}, "int[1, 8] step 3",
+                    IntDistribution(1, 7, step=3), [1, 7], [1, 4, 7], [2, 8, 10, 1.5, True],
+                    {"high": 2.5}, "high", f"space[{KEY}].high must be an integer for type int, got 2.5"),
+    "choice": Contract({"type": "choice", "values": ["zero", 2, True, None]}, "choice['zero', 2, True, None]",
+                       CategoricalDistribution(["zero", 2, True, None]), ["zero", 2, True, None],
+                       ["zero", 2, True, None], ["one", 2.0, 1, False], {"values": [{"a": 1}]}, "values",
+                       "values entries must be numbers, strings, booleans or null"),
+    # quantised: ``uniform`` with a ``step``; 1 - 0 is no multiple of 0.3, so the grid (and Optuna's) ends at 0.9
+    "uniform+step": Contract({"type": "uniform", "low": 0.0, "high": 1.0, "step": 0.3}, "uniform[0, 1] step 0.3",
+                             FloatDistribution(0.0, 0.9, step=0.3), [0.0, 0.9], [0.0, 0.3, 0.6, 0.9],
+                             [0.45, 1.0, -0.3], {"step": 0}, "step", "step must be in (0, inf]"),
+}  # fmt: skip
+CASES = [*PARAM_TYPES.names(), "uniform+step"]
+
+
+def contract(name: str) -> Contract:
+    assert name in CONTRACTS, f"param type {name!r} is registered: add its case to CONTRACTS"
+    return CONTRACTS[name]
+
+
+def parse(entry: dict[str, Any]) -> Param:
+    return parse_param(KEY, build(ParamSpec, entry, prefix=f"space[{KEY}]."))
+
+
+def issue_of(entry: dict[str, Any]) -> ConfigIssue:
+    with pytest.raises(ConfigIssue) as info:
+        parse(entry)
+    return info.value
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_param_type_contract(name: str) -> None:
+    c = contract(name)
+    p = parse(c.entry)
+    assert p.key == KEY and p.describe() == c.describe and p.distribution() == c.distribution
+    assert p.edges() == c.edges and all(p.contains(v) for v in p.edges())
+    assert not any(p.contains(v) for v in c.outside)
+    if c.grid is None:
+        with pytest.raises(ConfigError, match="grid needs discrete keys"):
+            p.grid()
+    else:
+        assert p.grid() == c.grid and all(p.contains(v) for v in c.grid)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna finds nothing to adjust in the bounds we give it
+        for _ in range(25):
+            trial = study.ask()
+            value = p.suggest(trial)
+            assert p.contains(value), value
+            assert trial.distributions[KEY] == p.distribution()  # suggest samples the declared distribution
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_param_type_refuses_a_bad_field_naming_it(name: str) -> None:
+    c = contract(name)
+    issue = issue_of({**c.entry, **c.bad})
+    assert issue.key == f"space[{KEY}].{c.bad_field}" and c.bad_message in issue.message
+    assert issue.message.startswith(f"space[{KEY}]")
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_param_type_refuses_the_fields_it_does_not_take(name: str) -> None:
+    c = contract(name)
+    takes = type(parse(c.entry)).takes
+    samples = {"low": 0.1, "high": 0.2, "step": 0.1, "values": [0.1]}
+    for field_name in sorted(set(samples) - set(takes)):
+        issue = issue_of({**c.entry, field_name: samples[field_name]})
+        assert issue.key == f"space[{KEY}].{field_name}", issue.message
+        assert issue.message.startswith(f"space[{KEY}]: ")
+
+
+def test_param_type_is_required_and_registered() -> None:
+    issue = issue_of({"low": 0.1, "high": 0.2})
+    assert issue.key == f"space[{KEY}].type" and f"is required: one of {PARAM_TYPES.names()}" in issue.message
+    assert "(did you mean 'uniform'?)" in issue_of({"type": "unifrom", "low": 0.1, "high": 0.2}).message
+    assert "needs both low and high" in issue_of({"type": "int", "high": 2}).message
+    msg = issue_of({"type": "choice", "values": [1, True]}).message  # Optuna would store True as 1
+    assert "True equals 1 listed before it" in msg
+
+
+def test_conditional_keys() -> None:
+    space = load_space(DIGITS)
+    removal = space.param("defense.removal")
+    assert (
+        removal is not None
+        and removal.describe() == "choice['cumulative', 'per_round'] when defense.filter_samples=True"
+    )
+    assert space.param("defense.nope") is None
+    data = digits()
+    data["space"]["defense.removal"]["when"] = {"defense.rounds": [2, 5]}  # a list: any of them
+    removal = space_from_dict(data, "ok.yaml").param("defense.removal")
+    assert removal.active({"defense.rounds": 2}) and not removal.active({"defense.rounds": 1})
+    data["space"]["defense.removal"]["when"] = {"defense.rounds": 5}  # rounds is int[1, 2]
+    assert "space[defense.removal].when can never hold: space[defense.rounds] takes no value in [5]" in error_of(data)
+
+
+def test_points_lie_on_a_quantised_grid() -> None:
+    data = digits()
+    data["search"]["points_to_evaluate"][0]["params"]["defense.max_reset_fraction"] = 0.055
+    msg = error_of(data)
+    assert (
+        "defense.max_reset_fraction=0.055 is outside space[defense.max_reset_fraction]: uniform[0.02, 0.3] step 0.01"
+        in msg
+    )
+
+
+def test_checks_never_change_the_space() -> None:
+    """``max_concurrent`` above ``num_samples`` stays as written (the runner caps what it starts)."""
+    data = digits()
+    data.update(num_samples=1, max_concurrent=4)
+    before = copy.deepcopy(data)
+    space = space_from_dict(data, "s.yaml")
+    assert (space.num_samples, space.max_concurrent) == (1, 4) and data == before
+    assert space.points is space.points  # plain data: nothing is parsed again on access
+
+
+def test_constraint_feasibility() -> None:
+    (c,) = load_space(DIGITS).constraints
+    assert c.feasible(0.05) and not c.feasible(0.051) and not c.feasible(math.nan)
+    (c,) = space_from_dict({**digits(), "constraints": ["asr >= 0.1"]}, "s.yaml").constraints
+    assert c.text == "asr >= 0.1" and c.violation(0.3) < 0 and not c.feasible(0.05)
+
+
+def test_a_stored_space_is_read_back_without_path_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its paths were confined where the sweep started; a resume or a report elsewhere reads it as it is."""
+    data = digits()
+    data["base"]["data"]["root"] = "../started-elsewhere"
+    data["space"]["data.root"] = {"type": "choice", "values": ["../started-elsewhere", "/srv/data"]}
+    path = tmp_path / "stored.yaml"
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"base: data\.root: '\.\./started-elsewhere' climbs out"):
+        load_space(path)
+    space = load_space(path, check_paths=False)
+    assert space.base_config().data.root == "../started-elsewhere"
+    del data["base"]["data"]["root"]
+    with pytest.raises(ConfigError, match=r"space\[data\.root\]: data\.root: '\.\./started-elsewhere' climbs out"):
+        space_from_dict(data, "s.yaml")
+    assert space_from_dict(data, "s.yaml", check_paths=False).param("data.root") is not None

@@ -9,11 +9,24 @@ from typing import Any
 
 import pytest
 
+from none_sweep.config import to_dict
 from none_sweep.sweep import load_space
 from none_sweep.sweep.preflight import SWEEP_ENV, env
-from none_sweep.tracking.callback import MlflowSweepCallback
-from none_sweep.tracking.layout import ERROR_TAG, PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_ID_TAG, metrics_of
-from none_sweep.tracking.store import SweepTracker
+from none_sweep.tracking import MlflowSweepCallback, SweepTracker
+from none_sweep.tracking.layout import (
+    CONFIG_ARTIFACT,
+    ERROR_TAG,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    PARENT_TAG,
+    POINT_TAG,
+    ROLE_TAG,
+    ROLE_TRIAL,
+    SPACE_ARTIFACT,
+    SWEEP_TAG,
+    TRIAL_ID_TAG,
+    metrics_of,
+)
 
 DIGITS = Path(__file__).parents[1] / "search_spaces" / "digits_tiny.yaml"
 
@@ -52,29 +65,47 @@ def space():
     return load_space(DIGITS)
 
 
+@dataclass
+class Resolver:
+    """What the runner hands the callback: sampled values → the resolved config (plain data)."""
+
+    space: Any
+
+    def __call__(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        return to_dict(self.space.trial_config(sampled))
+
+
+def start(tracking_uri: str, name: str, space: Any) -> SweepTracker:
+    tracker = SweepTracker(tracking_uri, name)
+    tracker.start_parent({}, {SPACE_ARTIFACT: space.text}, resume=False)
+    return tracker
+
+
 def test_layout_parent_children_by_tag_and_resume_without_duplicates(tracking_uri: str, space) -> None:
     tracker = SweepTracker(tracking_uri, "s1")
-    parent = tracker.start_parent({"sweep.num_samples": 6}, space.text, resume=False)
-    point = {"none_sweep.point": "paper_defaults"}
-    child = tracker.create_child("t1", "train_trial_t1", space.base_config(), tags=point)
+    parent = tracker.start_parent({"sweep.num_samples": 6}, {SPACE_ARTIFACT: space.text}, resume=False)
+    point = {POINT_TAG: "paper_defaults"}
+    resolved = to_dict(space.base_config())
+    child = tracker.create_child("t1", "train_trial_t1", resolved, sampled={}, tags=point)
     assert tracker.log_results(child, [epoch(1), epoch(2), epoch(3, final=1)]) > 0
     tracker.finish_child(child, "FINISHED")
 
     again = SweepTracker(tracking_uri, "s1")  # a resumed driver: nothing in memory
-    assert again.start_parent({}, space.text, resume=True) == parent
+    assert again.start_parent({}, {}, resume=True) == parent
     children = again.children()
     assert list(children) == ["t1"] and children["t1"].info.run_id == child
     run = again.client.get_run(child)
     tags = run.data.tags
-    assert tags[ROLE_TAG] == "trial" and tags[SWEEP_TAG] == "s1" and tags[TRIAL_ID_TAG] == "t1"
+    assert tags[ROLE_TAG] == ROLE_TRIAL and tags[SWEEP_TAG] == "s1" and tags[TRIAL_ID_TAG] == "t1"
     assert tags[PARENT_TAG] == parent
     assert run.data.params["defense.lamda_l"] == "0.1" and run.data.params["data.name"] == "digits"
     assert [m.step for m in again.client.get_metric_history(child, "asr")] == [1, 2, 3]
     assert run.data.metrics["asr"] == pytest.approx(0.7)  # latest = the final epoch
     assert "phase" not in run.data.metrics and "epoch" not in run.data.metrics
-    assert {a.path for a in again.client.list_artifacts(child)} == {"config.yaml"}
+    assert {a.path for a in again.client.list_artifacts(child)} == {CONFIG_ARTIFACT}
     experiment = again.client.get_experiment(again.experiment_id)
     assert experiment.name == "s1" and "mlartifacts" in experiment.artifact_location  # next to the DB, not in cwd
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND  # the UI opens the runs table
 
 
 def test_metrics_of_keeps_finite_numbers_only() -> None:
@@ -84,8 +115,8 @@ def test_metrics_of_keeps_finite_numbers_only() -> None:
 
 
 def test_callback_records_trials_and_failures(tracking_uri: str, space) -> None:
-    SweepTracker(tracking_uri, "s2").start_parent({}, space.text, resume=False)
-    cb = MlflowSweepCallback(tracking_uri, "s2", space)
+    start(tracking_uri, "s2", space)
+    cb = MlflowSweepCallback(tracking_uri, "s2", Resolver(space))
     trials = [StubTrial("ok", {"defense.lamda_l": 0.2}), StubTrial("bad", {"defense.lamda_l": 0.25, "_point": "p"})]
     cb.setup()
     cb.on_step_begin(0, trials)
@@ -108,11 +139,11 @@ def test_callback_records_trials_and_failures(tracking_uri: str, space) -> None:
     assert runs["ok"].info.status == "FINISHED" and runs["ok"].data.params["defense.lamda_l"] == "0.2"
     assert runs["bad"].info.status == "FAILED"
     assert runs["bad"].data.tags[ERROR_TAG] == "none_sweep.errors.TrainingDiverged: loss became nan at epoch 3"
-    assert runs["bad"].data.tags["none_sweep.point"] == "p"
+    assert runs["bad"].data.tags[POINT_TAG] == "p" and runs["bad"].info.run_name == "p (trial bad)"
 
 
 def test_callback_survives_an_unreachable_server(space, free_port: int) -> None:
-    cb = MlflowSweepCallback(f"http://127.0.0.1:{free_port}", "down", space, retry_after_s=0.0)
+    cb = MlflowSweepCallback(f"http://127.0.0.1:{free_port}", "down", Resolver(space), retry_after_s=0.0)
     trial = StubTrial("t", {"defense.lamda_l": 0.2})
     with env(SWEEP_ENV):
         cb.setup()
@@ -126,8 +157,8 @@ def test_callback_survives_an_unreachable_server(space, free_port: int) -> None:
 
 
 def test_epochs_logged_during_an_outage_are_sent_when_it_ends(tracking_uri: str, space, monkeypatch) -> None:
-    SweepTracker(tracking_uri, "s3").start_parent({}, space.text, resume=False)
-    cb = MlflowSweepCallback(tracking_uri, "s3", space, retry_after_s=0.0)
+    start(tracking_uri, "s3", space)
+    cb = MlflowSweepCallback(tracking_uri, "s3", Resolver(space), retry_after_s=0.0)
     trial = StubTrial("t", {"defense.lamda_l": 0.2})
     cb.setup()
     cb.on_trial_start(0, [trial], trial)
@@ -142,7 +173,7 @@ def test_epochs_logged_during_an_outage_are_sent_when_it_ends(tracking_uri: str,
     monkeypatch.setattr(cb.tracker.client, "log_batch", flaky)
     for e in (1, 2, 3):
         cb.on_trial_result(0, [trial], trial, epoch(e))  # each write fails; rows are kept
-    assert "t" in cb.missed and len(cb._pending["t"]) == 3
+    assert "t" in cb.missed and cb.unsent("t") == 3
     down["on"] = False
     cb.on_step_begin(1, [trial])  # first step: reconcile
     cb.on_step_begin(2, [trial])  # the outage is over: pending rows go out
@@ -154,3 +185,18 @@ def test_epochs_logged_during_an_outage_are_sent_when_it_ends(tracking_uri: str,
     steps = [m.step for m in cb.tracker.client.get_metric_history(run.info.run_id, "asr")]
     assert sorted(steps) == [1, 2, 3, 4] and run.info.status == "FINISHED"
     assert not cb.missed
+
+
+def test_a_restored_sweep_discards_runs_ray_has_no_record_of(tracking_uri: str, space) -> None:
+    """MLflow is a projection of Ray's records: a run whose trial Ray never recorded (the driver died before
+    Ray's snapshot) is not left behind as a FAILED run beside the trials that really ran."""
+    tracker = start(tracking_uri, "s4", space)
+    kept = tracker.create_child("kept", "train_trial_kept", None, sampled={"defense.lamda_l": 0.2})
+    ghost = tracker.create_child("ghost", "train_trial_ghost", None, sampled={"defense.lamda_l": 0.3})
+    cb = MlflowSweepCallback(tracking_uri, "s4", Resolver(space))
+    trial = StubTrial("kept", {"defense.lamda_l": 0.2})
+    cb.setup()
+    cb.on_step_begin(0, [trial])  # after Tuner.restore: Ray knows only "kept"
+    children = SweepTracker(tracking_uri, "s4").children()
+    assert set(children) == {"kept"} and children["kept"].info.run_id == kept
+    assert tracker.client.get_run(ghost).info.lifecycle_stage == "deleted"

@@ -81,6 +81,10 @@ class MlflowSweepCallback(Callback):
                            what, type(exc).__name__, first_line(exc), self.retry_after_s)  # fmt: skip
             return False, None
 
+    def unsent(self, trial_id: str) -> int:
+        """How many results of ``trial_id`` wait for MLflow to come back."""
+        return len(self._pending.get(trial_id, []))
+
     @property
     def tracker(self) -> Any:
         if self._tracker is None:

@@ -6,7 +6,7 @@ images for all-to-one attacks (see :meth:`none_sweep.attacks.Attack.triggered_te
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -57,3 +57,25 @@ def compare_to_baseline(defended: Mapping[str, float | None], baseline: Mapping[
     out["der"] = (_gain(asr_bd, asr_def) - ca_loss + 1.0) / 2.0
     out["rir"] = (_gain(defended.get("robust_acc"), baseline.get("robust_acc")) - ca_loss + 1.0) / 2.0
     return out
+
+
+# --------------------------------------------------------------------------- the names a trial reports
+#: Metrics every epoch report of a sweep trial carries (a scheduler may stop on these). ``clean_acc_drop``,
+#: ``asr_reduction``, ``der`` and ``rir`` are against the sweep's undefended baseline.
+EPOCH_METRICS = (
+    "asr", "clean_acc", "robust_acc", "clean_acc_drop", "asr_reduction", "der", "rir",
+    "loss", "lr", "removed_samples", "neurons_reset", "epoch_s",
+)  # fmt: skip
+#: Metrics of a trial's final report (a sweep's objectives and constraints may name any of these).
+FINAL_METRICS = (
+    *EPOCH_METRICS, "poison_precision", "poison_recall", "poisoned_samples", "epochs", "wall_s", "pretrain_s",
+    "pretrain_saved_s", "reasr",
+)  # fmt: skip
+#: Metrics measured only when the attack plants a trigger (see ``none_sweep.attacks.injects_trigger``).
+TRIGGER_METRICS = ("asr", "robust_acc", "asr_reduction", "poison_recall")
+
+
+def measures_reasr(mode: str, injects_trigger: bool) -> bool:
+    """Whether a run measures ``reasr`` (trigger inversion) with ``evaluation.reasr`` ``mode``: ``always``, or
+    ``auto`` when the attack plants no trigger (natural backdoors are then what there is to find)."""
+    return mode == "always" or (mode == "auto" and not injects_trigger)
