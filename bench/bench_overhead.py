@@ -14,7 +14,7 @@ latencies) with these stacks:
   a temporary folder, under a parent run made by ``SweepTracker.start_parent`` (Ray's ``MLflowLoggerCallback``
   when the project's callback is not importable; the output says which);
 - ``+model``: as ``+mlflow``, and the callback logs the final checkpoint's model as an MLflow PyTorch model;
-- ``+optuna``: as ``+model``, with the project's Optuna searcher (``SweepSearch``, journal file) choosing the
+- ``+optuna``: as ``+model``, with the project's Optuna searcher (``SweepSearcher``, journal file) choosing the
   trials: the whole stack ``none-sweep sweep`` runs (bar ``reuse_actors``).
 
 The tracking stacks reuse actors so that the wall-time slopes are not drowned by the spawn of one worker
@@ -175,9 +175,9 @@ class Stack:
     def searcher(self, run: str) -> Any:
         if self.name != "+optuna":
             return None
-        from none_sweep.sweep.search import SweepSearch
+        from none_sweep.sweep.search import SweepSearcher
 
-        return SweepSearch(self.space, self.folder / f"{run}.journal", study_name=run)
+        return SweepSearcher(self.space, self.folder / f"{run}.journal", study_name=run)
 
     @property
     def logs_model(self) -> bool:
