@@ -21,7 +21,8 @@ import platform
 import time
 from pathlib import Path
 
-from none_sweep.config import load_config, parse_overrides, to_dict
+from none_sweep.config import parse_overrides, to_dict
+from none_sweep.experiment import load_experiment
 from none_sweep.train import ExperimentRun, compare_to_baseline
 
 DEFAULT_CONFIGS = [f"configs/fmnist_{a}.yaml" for a in ("badnets", "blend", "all_to_all", "sig", "wanet")]
@@ -37,7 +38,7 @@ def _attacked_model(resolved: dict | None) -> dict | None:
 def run_pair(path: str, overrides: list[str], say, earlier: dict | None = None) -> dict:
     rows: dict = {}
     for label, extra in (("undefended", ["defense.enabled=false"]), ("none", [])):
-        cfg = load_config(path, parse_overrides(overrides + extra))
+        cfg = load_experiment(path, parse_overrides(overrides + extra))
         resolved = to_dict(cfg)
         same = earlier and _attacked_model(earlier.get("undefended_config")) == _attacked_model(resolved)
         if label == "undefended" and same:

@@ -368,26 +368,26 @@ def test_none_accepts_any_rate_and_mode():
 
 
 def _config_loader():
-    """config_from_dict runs the attack checks, but also needs none_sweep.models (another module)."""
+    """resolve_config runs the attack checks, but also needs none_sweep.models (another module)."""
     try:
         from none_sweep.models import check_model_name  # noqa: F401
     except ImportError:
         pytest.skip("none_sweep.models.check_model_name is not available yet")
-    from none_sweep.config import config_from_dict
+    from none_sweep.experiment import resolve_config
 
-    return config_from_dict
+    return resolve_config
 
 
 @pytest.mark.parametrize("name, mode, params, key, message", BAD_COMBOS)
 def test_config_loading_rejects_bad_combinations(name, mode, params, key, message):
-    config_from_dict = _config_loader()
+    resolve_config = _config_loader()
     with pytest.raises(ConfigError, match=f"<config>: .*{message}"):
-        config_from_dict({"attack": {"name": name, "mode": mode, "params": params}})
+        resolve_config({"attack": {"name": name, "mode": mode, "params": params}})
 
 
 def test_config_loading_fills_param_defaults():
-    config_from_dict = _config_loader()
-    cfg = config_from_dict({"attack": {"name": "wanet", "params": {"k": 8}}})
+    resolve_config = _config_loader()
+    cfg = resolve_config({"attack": {"name": "wanet", "params": {"k": 8}}})
     assert cfg.attack.params == {**to_dict(params_class("wanet")()), "k": 8}
 
 

@@ -118,12 +118,12 @@ def with_(changes: dict[str, Any]) -> Callable[[dict], None]:
 
 def stored_spec(ctx: Ctx, name: str = "old") -> str:
     """A ``sweep.json`` as a started sweep leaves it (without any Ray state): what ``--resume`` reads first."""
-    from none_sweep.sweep.runner import SweepSpec
+    from none_sweep.sweep.record import SweepRecord
     from none_sweep.sweep.storage import SweepStorage
 
     storage = SweepStorage(str(ctx.storage), name)
-    SweepSpec(name=name, space_path=str(DIGITS), space_text=DIGITS.read_text(), overrides=[], tracking_uri=ctx.uri,
-              num_samples=6, max_concurrent=2, storage=storage.root).save(storage)  # fmt: skip
+    SweepRecord(name=name, space_path=str(DIGITS), space_text=DIGITS.read_text(), overrides=(), tracking_uri=ctx.uri,
+                num_samples=6, max_concurrent=2, storage=storage.root).save(storage)  # fmt: skip
     return name
 
 
@@ -675,10 +675,10 @@ def test_a_data_error_is_one_line_on_the_real_stderr(tmp_path: Path) -> None:
 
 def test_spec_round_trip_helper_matches_the_runner(ctx: Ctx) -> None:
     """The hand-written sweep.json above is what the runner reads (guards the cli_resume_* cases)."""
-    from none_sweep.sweep.runner import SweepSpec
+    from none_sweep.sweep.record import SweepRecord
     from none_sweep.sweep.storage import SweepStorage
 
     name = stored_spec(ctx)
-    spec = SweepSpec.load(SweepStorage(str(ctx.storage), name))
-    assert spec.tracking_uri == ctx.uri and spec.space.num_samples == 6
+    record = SweepRecord.load(SweepStorage(str(ctx.storage), name))
+    assert record.tracking_uri == ctx.uri and record.num_samples == 6 and record.space.num_samples == 6
     assert json.loads((ctx.storage / name / "sweep.json").read_text())["name"] == name

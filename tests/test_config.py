@@ -1,16 +1,24 @@
-"""Config loading: every malformed config is one clear line naming file and key, exit code 2, no traceback."""
+"""Config loading: every malformed config is one clear line naming file and key, exit code 2, no traceback.
+
+Two floors: ``none_sweep.config`` judges the schema alone (no dataset, attack or model code imported);
+``none_sweep.experiment`` adds the registry checks, the attack's params and the confined paths.
+"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
+from none_sweep.attacks import ATTACKS, injects_trigger, path_params
 from none_sweep.cli import main
-from none_sweep.config import ExperimentConfig, dump_config, load_config, parse_overrides, to_dict
+from none_sweep.config import ExperimentConfig, config_from_dict, default_root, dump_config, parse_overrides, to_dict
 from none_sweep.errors import ConfigError
+from none_sweep.experiment import load_experiment, resolve_config
 
 # (name, YAML text, substrings the one-line message must contain)
 BAD_CONFIGS: list[tuple[str, str, list[str]]] = [
@@ -39,15 +47,22 @@ BAD_CONFIGS: list[tuple[str, str, list[str]]] = [
     ("removal_cap_percent", "defense: {max_removed_fraction: 20}\n", ["defense.max_removed_fraction", "(0, 1]", "20"]),
     ("bad_layer_type", "defense: {layer_types: [conv, attention]}\n", ["defense.layer_types", "attention"]),
     ("layer_types_not_list", "defense: {layer_types: conv}\n", ["defense.layer_types", "list"]),
-    ("continue_outside", "train: {epochs: 4}\ndefense: {after_reset: continue, pretrain_epochs: 3, rounds: 3}\n",
-     ["after_reset=continue", "train.epochs=4"]),
+    (
+        "continue_outside",
+        "train: {epochs: 4}\ndefense: {after_reset: continue, pretrain_epochs: 3, rounds: 3}\n",
+        ["after_reset=continue", "train.epochs=4"],
+    ),
     ("unknown_dataset", "data: {name: fashion_mnist}\n", ["data.name", "fashion-mnist"]),
     ("unknown_attack", "attack: {name: blnd}\n", ["attack.name", "blend"]),
     ("unknown_model", "model: {name: resnet19}\n", ["model.name", "resnet18"]),
     ("target_out_of_range", "attack: {target: 10}\n", ["attack.target", "[0, 9]"]),
     ("poison_rate_zero", "attack: {poison_rate: 0}\n", ["attack.poison_rate", "(0, 1]"]),
     ("bad_attack_mode", "attack: {mode: one_to_one}\n", ["attack.mode", "all_to_all"]),
-    ("unknown_attack_param", "attack: {name: badnets, params: {patch_sise: 3}}\n", ["attack.params.patch_sise", "patch_size"]),
+    (
+        "unknown_attack_param",
+        "attack: {name: badnets, params: {patch_sise: 3}}\n",
+        ["attack.params.patch_sise", "patch_size"],
+    ),
     ("seed_negative", "seed: -1\n", ["seed", "[0,"]),
     ("subset_tiny", "data: {train_subset: 3}\n", ["data.train_subset"]),
     ("bad_reasr_mode", "evaluation: {reasr: on}\n", ["evaluation.reasr"]),
@@ -75,27 +90,29 @@ def test_bad_config_count_meets_the_corpus_size() -> None:
 
 def test_missing_file_and_bad_override(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such config file"):
-        load_config(tmp_path / "nope.yaml")
+        load_experiment(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_overrides(["defense.enabled"])
-    with pytest.raises(ConfigError, match="defense.enabled"):
-        load_config(None, parse_overrides(["defense.enabled=sometimes"]))
+    with pytest.raises(ConfigError, match=r"defense\.enabled"):
+        load_experiment(None, parse_overrides(["defense.enabled=sometimes"]))
 
 
 def test_overrides_parse_yaml_scalars() -> None:
-    cfg = load_config(None, parse_overrides(["defense.enabled=false", "train.lr=0.1", "attack.params.patch_size=4"]))
+    cfg = load_experiment(
+        None, parse_overrides(["defense.enabled=false", "train.lr=0.1", "attack.params.patch_size=4"])
+    )
     assert cfg.defense.enabled is False
     assert cfg.train.lr == pytest.approx(0.1)
     assert cfg.attack.params["patch_size"] == 4
 
 
 def test_resolved_config_round_trips_and_fills_attack_params(tmp_path: Path) -> None:
-    cfg = load_config(Path(__file__).parents[1] / "configs" / "fmnist_badnets.yaml")
+    cfg = load_experiment(Path(__file__).parents[1] / "configs" / "fmnist_badnets.yaml")
     assert isinstance(cfg, ExperimentConfig)
     path = tmp_path / "resolved.yaml"
     dump_config(cfg, path, header="provenance line")
     assert path.read_text().startswith("# provenance line\n")
-    again = load_config(path)
+    again = load_experiment(path)
     assert to_dict(again) == to_dict(cfg)
     # every trigger parameter is recorded, not only the ones the file named
     assert {"patch_size", "location", "pattern"} <= set(again.attack.params)
@@ -103,11 +120,11 @@ def test_resolved_config_round_trips_and_fills_attack_params(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_validate(path: Path) -> None:
-    load_config(path)
+    load_experiment(path)
 
 
 def test_defaults_are_the_documented_ones() -> None:
-    cfg = load_config(None)
+    cfg = load_experiment(None)
     assert (cfg.data.name, cfg.attack.name, cfg.model.name) == ("fashion-mnist", "badnets", "small_cnn")
     d = cfg.defense
     assert (d.max_reset_fraction, d.lamda_l, d.lamda_h, d.finetune_lr) == (0.05, 0.1, 0.9, 1e-4)
@@ -117,8 +134,120 @@ def test_defaults_are_the_documented_ones() -> None:
 
 def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
     path = tmp_path / "evil.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         seed: !!python/object/apply:os.system ["echo pwned"]
-        """))
+        """)
+    )
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(path)
+        load_experiment(path)
+
+
+# ------------------------------------------------------------------------------------------ the config floor
+
+
+def test_config_alone_imports_no_dataset_attack_or_model_code() -> None:
+    """The bottom floor stays importable (and fast) without torch-heavy packages; checked in a fresh process."""
+    code = textwrap.dedent("""\
+        import sys
+        import none_sweep.config
+        from none_sweep.config import config_from_dict
+        try:
+            config_from_dict({"defense": {"lamda_l": 0.9, "lamda_h": 0.2}}, source="probe")
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+        print(sorted(m for m in sys.modules if m.split(".")[:2] in (["none_sweep", "attacks"], ["none_sweep", "data"],
+                                                                    ["none_sweep", "models"])))
+        """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0].startswith("ConfigError probe: defense.lamda_l") and "below defense.lamda_h" in out[0]
+    assert out[1] == "[]", f"none_sweep.config imported {out[1]}"
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        ({"defence": {}}, "did you mean 'defense'"),
+        ({"train": {"epochs": 0}}, "train.epochs must be in [1, 10000]"),
+        ({"defense": {"lamda_l": 0.9, "lamda_h": 0.2}}, "below defense.lamda_h"),
+        ({"defense": {"layer_types": []}}, "must name at least one of ['conv', 'linear']"),
+        ({"defense": {"layer_types": ["attention"]}}, "'conv' or 'linear', got 'attention'"),
+        ({"train": {"epochs": 4}, "defense": {"after_reset": "continue", "pretrain_epochs": 3, "rounds": 3}},
+         "with after_reset=continue"),
+        ({"defense": {"pretrain_epochs": 0}}, "defense.pretrain_epochs must be at least 1"),
+    ],
+)  # fmt: skip
+def test_config_floor_rejects_schema_and_cross_field_errors(data: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, source="cfg.yaml")
+    assert str(info.value).startswith("cfg.yaml: ") and fragment in str(info.value)
+
+
+def test_config_floor_knows_no_registry() -> None:
+    """Names are judged one floor up; the schema accepts any string, and leaves attack params as written."""
+    cfg = config_from_dict({"data": {"name": "nope"}, "attack": {"name": "nope", "params": {"x": 1}},
+                            "model": {"name": "nope"}})  # fmt: skip
+    assert (cfg.data.name, cfg.attack.name, cfg.model.name, cfg.attack.params) == ("nope", "nope", "nope", {"x": 1})
+
+
+def test_dataset_cache_root_is_declared_at_the_bottom(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from none_sweep.data import default_root as data_default_root
+
+    monkeypatch.setenv("NONE_SWEEP_DATA", str(tmp_path))
+    assert default_root() == data_default_root() == tmp_path
+
+
+# ------------------------------------------------------------------------------------------ the experiment floor
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        ({"data": {"name": "fashion_mnist"}}, "'fashion_mnist' is not a dataset (did you mean 'fashion-mnist'?)"),
+        ({"attack": {"name": "blnd"}}, "attack.name: 'blnd' is not an attack (did you mean 'blend'?)"),
+        ({"attack": {"target": 10}}, "attack.target must be in [0, 9] for fashion-mnist, got 10"),
+        ({"attack": {"params": {"patch_sise": 3}}}, "attack.params.patch_sise (did you mean 'patch_size'?)"),
+        ({"data": {"name": "digits"}, "attack": {"params": {"patch_size": 8}}}, "8px images of digits"),
+        ({"attack": {"name": "sig", "mode": "all_to_all"}}, "is clean-label"),
+        ({"model": {"name": "resnet19"}}, "model.name: "),
+    ],
+)  # fmt: skip
+def test_resolve_config_runs_the_registry_checks(data: dict, fragment: str) -> None:
+    config_from_dict(data)  # the schema alone has nothing against these
+    with pytest.raises(ConfigError) as info:
+        resolve_config(data, source="cfg.yaml")
+    message = str(info.value)
+    assert message.startswith("cfg.yaml: ") and fragment in message and len(message.splitlines()) == 1
+
+
+def test_resolve_config_normalises_attack_params() -> None:
+    cfg = resolve_config({"attack": {"name": "blend", "params": {"alpha": 0.2}}})
+    assert cfg.attack.params == {"alpha": 0.2, "pattern": "noise"}
+    assert resolve_config({"attack": {"name": "none"}}).attack.params == {}
+
+
+def test_resolve_config_confines_paths_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = {"data": {"name": "digits"}, "attack": {"name": "blend", "params": {"pattern": "../trigger.png"}}}
+    with pytest.raises(ConfigError, match=r"cfg.yaml: attack.params.pattern: '../trigger.png' climbs out"):
+        resolve_config(data, source="cfg.yaml", check_paths=True)
+    with pytest.raises(ConfigError, match="no such file"):  # unconfined, the attack's own check still runs
+        resolve_config(data, source="cfg.yaml")
+
+
+# ------------------------------------------------------------------------------------------ asking the attack
+
+
+def test_attacks_say_whether_they_inject_a_trigger() -> None:
+    assert injects_trigger("none") is False
+    assert all(injects_trigger(name) for name in ATTACKS if name != "none")
+    with pytest.raises(ConfigError, match="did you mean 'blend'"):
+        injects_trigger("blnd")
+
+
+def test_attacks_say_which_params_are_files() -> None:
+    assert path_params("blend", {"alpha": 0.1, "pattern": "trigger.png"}) == {"pattern": "trigger.png"}
+    assert path_params("blend", {"pattern": "noise"}) == {}
+    for name in ATTACKS:
+        if name != "blend":
+            assert ATTACKS.get(name).path_params({"pattern": "trigger.png"}) == {}

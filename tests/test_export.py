@@ -6,15 +6,11 @@ import re
 
 import pytest
 import yaml
+from support.report_store import EXPECTED, SWEEP, small_model
 
-from test_report_store import EXPECTED, SWEEP, populate_store, run_cli, small_model
-
-from none_sweep.config import config_from_dict, load_config, to_dict
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return populate_store(tmp_path_factory.mktemp("mlflow"), models=("t3", "t4"))
+from none_sweep.cli import main as run_cli
+from none_sweep.config import to_dict
+from none_sweep.experiment import load_experiment, resolve_config
 
 
 def export(store, tmp_path, *argv):
@@ -23,12 +19,15 @@ def export(store, tmp_path, *argv):
     return rc, out
 
 
-@pytest.mark.parametrize("rule, expected", [
-    (["--max-asr", "0.02"], EXPECTED["max_asr_0.02"]),
-    (["--max-drop", "0.01"], EXPECTED["max_drop_0.01"]),
-    (["--knee"], EXPECTED["knee"]),
-    ([], EXPECTED["max_drop_0.02"]),  # the default rule
-])
+@pytest.mark.parametrize(
+    "rule, expected",
+    [
+        (["--max-asr", "0.02"], EXPECTED["max_asr_0.02"]),
+        (["--max-drop", "0.01"], EXPECTED["max_drop_0.01"]),
+        (["--knee"], EXPECTED["knee"]),
+        ([], EXPECTED["max_drop_0.02"]),  # the default rule
+    ],
+)
 def test_export_picks_the_rule_s_run_and_round_trips(store, tmp_path, capsys, rule, expected):
     rc, out = export(store, tmp_path, "--experiment", SWEEP, *rule)
     assert rc == 0, capsys.readouterr().err
@@ -40,7 +39,7 @@ def test_export_picks_the_rule_s_run_and_round_trips(store, tmp_path, capsys, ru
     assert all(line.startswith("# ") for line in header.splitlines())
     assert body == store.configs[expected]
     # it loads with the project's loader and equals the stored config
-    assert to_dict(load_config(out)) == to_dict(config_from_dict(yaml.safe_load(store.configs[expected])))
+    assert to_dict(load_experiment(out)) == to_dict(resolve_config(yaml.safe_load(store.configs[expected])))
     assert "none-sweep train" in capsys.readouterr().out
 
 
@@ -65,19 +64,24 @@ def test_export_by_run_id(store, tmp_path, capsys):
     assert f"# rule: explicit --run-id {store.run_ids['t7']}" in out.read_text()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--experiment", "nope"], "no experiment named 'nope' at sqlite:///"),
-    (["--experiment", "digits-empty"], "no finished trials in sweep 'digits-empty' (1 failed, 1 running)"),
-    (["--experiment", SWEEP, "--max-asr", "0.001"], "no finished trial in sweep 'digits-demo' has asr <= 0.001"),
-    (["--experiment", SWEEP, "--max-drop", "0.001"], "closest: run "),
-    (["--experiment", SWEEP, "--max-asr", "-1"], "--max-asr must be a number >= 0"),
-    (["--run-id", "FAILED"], "is FAILED, not FINISHED"),
-    (["--run-id", "PARENT"], "is a sweep's parent run"),
-    (["--run-id", "t3", "--knee"], "--run-id exports that run"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--experiment", "nope"], "no experiment named 'nope' at sqlite:///"),
+        (["--experiment", "digits-empty"], "no finished trials in sweep 'digits-empty' (1 failed, 1 running)"),
+        (["--experiment", SWEEP, "--max-asr", "0.001"], "no finished trial in sweep 'digits-demo' has asr <= 0.001"),
+        (["--experiment", SWEEP, "--max-drop", "0.001"], "closest: run "),
+        (["--experiment", SWEEP, "--max-asr", "-1"], "--max-asr must be a number >= 0"),
+        (["--run-id", "FAILED"], "is FAILED, not FINISHED"),
+        (["--run-id", "PARENT"], "is a sweep's parent run"),
+        (["--run-id", "t3", "--knee"], "--run-id exports that run"),
+    ],
+)
 def test_export_errors_are_one_line_exit_2(store, tmp_path, capsys, argv, message):
-    argv = [{"FAILED": store.run_ids["failed"], "PARENT": store.parent_id, "t3": store.run_ids["t3"]}.get(a, a)
-            for a in argv]
+    argv = [
+        {"FAILED": store.run_ids["failed"], "PARENT": store.parent_id, "t3": store.run_ids["t3"]}.get(a, a)
+        for a in argv
+    ]
     rc, out = export(store, tmp_path, *argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
@@ -87,7 +91,7 @@ def test_export_errors_are_one_line_exit_2(store, tmp_path, capsys, argv, messag
 
 
 def test_unknown_experiment_lists_existing(store, tmp_path, capsys):
-    rc, _ = export(store, tmp_path, "--experiment", "nope")
+    export(store, tmp_path, "--experiment", "nope")
     assert "existing experiments: digits-demo, digits-empty" in capsys.readouterr().err
 
 
@@ -97,7 +101,7 @@ def test_register_model_creates_a_loadable_version(store, tmp_path, capsys):
     import torch
     from mlflow import MlflowClient
 
-    rc, out = export(store, tmp_path, "--experiment", SWEEP, "--max-asr", "0.02", "--register-model", "none-digits")
+    rc, _ = export(store, tmp_path, "--experiment", SWEEP, "--max-asr", "0.02", "--register-model", "none-digits")
     assert rc == 0, capsys.readouterr().err
     assert "registered models:/none-digits/1" in capsys.readouterr().out
     client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)

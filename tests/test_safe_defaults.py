@@ -190,7 +190,7 @@ def test_cluster_scripts_bind_nothing_to_every_interface() -> None:
 
 
 def test_the_printed_ui_command_binds_loopback() -> None:
-    from none_sweep.sweep.runner import where_to_look
+    from none_sweep.sweep.console import where_to_look
 
     text = where_to_look("sqlite:////x/mlflow.db", "s")
     assert "--host 127.0.0.1" in text and "0.0.0.0" not in text
@@ -216,20 +216,18 @@ SECRETS = {"AWS_SECRET_ACCESS_KEY": "sekrit-aws-8c1f0e", "MLFLOW_TRACKING_PASSWO
 def test_no_secret_reaches_mlflow_params_tags_or_artifacts(tmp_path: Path, monkeypatch) -> None:
     """A sweep's parent and trial runs written by the real tracker and callback, with secrets in the
     environment and embedded in the storage URI (pyarrow accepts S3 keys as query parameters)."""
-    from none_sweep.sweep.runner import SweepSpec
-    from none_sweep.sweep.space import load_space
-    from none_sweep.tracking.callback import MlflowSweepCallback
-    from none_sweep.tracking.store import SweepTracker
+    from none_sweep.sweep.record import SweepRecord
+    from none_sweep.tracking import MlflowSweepCallback, SweepTracker
 
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = f"s3://bucket/sweeps?access_key=AKIAEXAMPLE&secret_key={SECRETS['AWS_SECRET_ACCESS_KEY']}"
-    spec = SweepSpec(name="s", space_path=str(DIGITS), space_text=DIGITS.read_text(), overrides=["train.epochs=2"],
-                     tracking_uri=uri, num_samples=2, max_concurrent=1, storage=storage,
-                     versions={"python": "3", "token_seen": SECRETS["HF_TOKEN"]})  # fmt: skip
+    record = SweepRecord(name="s", space_path=str(DIGITS), space_text=DIGITS.read_text(),
+                         overrides=("train.epochs=2",), tracking_uri=uri, num_samples=2, max_concurrent=1,
+                         storage=storage, versions={"python": "3", "token_seen": SECRETS["HF_TOKEN"]})  # fmt: skip
     tracker = SweepTracker(uri, "s")
-    tracker.start_parent(spec.parent_params(), spec.space.text, resume=False)
+    tracker.start_parent(record.parent_params(), {"space.yaml": record.space.text}, resume=False)
 
     class Trial:
         trial_id, status, checkpoint, local_path, storage = "t1", "RUNNING", None, None, None
@@ -241,7 +239,7 @@ def test_no_secret_reaches_mlflow_params_tags_or_artifacts(tmp_path: Path, monke
             return "train_trial_t1"
 
     trial = Trial()
-    cb = MlflowSweepCallback(uri, "s", load_space(DIGITS))
+    cb = MlflowSweepCallback(uri, "s", record.resolved_config)
     cb.setup()
     cb.on_trial_start(0, [trial], trial)
     trial.last_result = {"asr": 0.1, "clean_acc": 0.9, "epoch": 1, "final": 1, "timestamp": time.time(), "node_id": "n"}

@@ -14,7 +14,9 @@ from ._base import (
     PoisonedData,
     TriggeredSet,
     create_attack,
+    injects_trigger,
     params_class,
+    path_params,
     poison_count,
     seeded_generator,
 )
@@ -42,7 +44,9 @@ __all__ = [
     "WaNet",
     "WaNetParams",
     "create_attack",
+    "injects_trigger",
     "params_class",
+    "path_params",
     "poison_count",
     "seeded_generator",
 ]

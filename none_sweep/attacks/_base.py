@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -74,6 +75,8 @@ class Attack(ABC):
     Params: ClassVar[type] = NoParams
     clean_label: ClassVar[bool] = False
     """Clean-label attacks poison only target-class samples and keep every label."""
+    injects_trigger: ClassVar[bool] = True
+    """False for clean training (``none``): no trigger, so no ASR; REASR (natural backdoors) is measured instead."""
 
     def __init__(self, cfg: AttackConfig, info: DatasetInfo, seed: int) -> None:
         try:
@@ -103,6 +106,14 @@ class Attack(ABC):
         return build(cls.Params, cfg.params, prefix="attack.params.")
 
     @classmethod
+    def path_params(cls, params: Mapping[str, Any]) -> dict[str, str]:
+        """The entries of ``attack.params`` that name files (param name → path), for the path confinement.
+
+        ``params`` is the plain mapping (``attack.params``, normalised or as written); most attacks read no file.
+        """
+        return {}
+
+    @classmethod
     def check(cls, cfg: AttackConfig, info: DatasetInfo) -> None:
         """Cross-field checks that need the dataset; raises ``fail(key, message)`` (a ConfigIssue)."""
         params = cls.parse_params(cfg)
@@ -118,11 +129,15 @@ class Attack(ABC):
     def check_mode(cls, cfg: AttackConfig, info: DatasetInfo) -> None:
         """Target in range; clean-label attacks cannot be all-to-all."""
         if not 0 <= cfg.target < info.num_classes:
-            raise fail("attack.target", f"attack.target must be in [0, {info.num_classes - 1}] for {info.name}, "
-                                        f"got {cfg.target}")
+            raise fail(
+                "attack.target",
+                f"attack.target must be in [0, {info.num_classes - 1}] for {info.name}, got {cfg.target}",
+            )
         if cls.clean_label and cfg.mode == ALL_TO_ALL:
-            raise fail("attack.mode", f"attack {cfg.name!r} is clean-label (labels are never changed), so "
-                                      "attack.mode must be all_to_one")
+            raise fail(
+                "attack.mode",
+                f"attack {cfg.name!r} is clean-label (labels are never changed), so attack.mode must be all_to_one",
+            )
 
     # --- the shared mechanics ---------------------------------------------------------------------------------
 
@@ -207,6 +222,16 @@ ATTACKS: Registry[type[Attack]] = Registry("attack")
 def params_class(name: str) -> type:
     """The ``Params`` dataclass of attack ``name`` (validated by ``config.validation.build``)."""
     return ATTACKS.get(name).Params
+
+
+def injects_trigger(name: str) -> bool:
+    """Whether attack ``name`` plants a trigger (so ASR is measured); raises ConfigError for an unknown name."""
+    return ATTACKS.get(name).injects_trigger
+
+
+def path_params(name: str, params: Mapping[str, Any]) -> dict[str, str]:
+    """The params of attack ``name`` that name files (see :meth:`Attack.path_params`)."""
+    return ATTACKS.get(name).path_params(params)
 
 
 def create_attack(cfg: AttackConfig, info: DatasetInfo, seed: int) -> Attack:

@@ -40,8 +40,11 @@ class BadNets(Attack):
     def check_params(cls, p: BadNetsParams, info: DatasetInfo) -> None:
         need = p.patch_size + (0 if p.location == "center" else p.margin)
         if need > info.size:
-            raise fail("attack.params.patch_size", f"attack.params.patch_size ({p.patch_size}) plus margin "
-                                                   f"({p.margin}) must fit the {info.size}px images of {info.name}")
+            raise fail(
+                "attack.params.patch_size",
+                f"attack.params.patch_size ({p.patch_size}) plus margin "
+                f"({p.margin}) must fit the {info.size}px images of {info.name}",
+            )
 
     def apply_trigger(self, x: Tensor) -> Tensor:
         out = x.clone()
@@ -51,8 +54,12 @@ class BadNets(Attack):
 
     def trigger_description(self) -> dict[str, Any]:
         s = self.params.patch_size
-        return {"patch_top": self.top, "patch_left": self.left, "patch_bottom": self.top + s,
-                "patch_right": self.left + s}
+        return {
+            "patch_top": self.top,
+            "patch_left": self.left,
+            "patch_bottom": self.top + s,
+            "patch_right": self.left + s,
+        }
 
 
 def patch_origin(p: BadNetsParams, size: int) -> tuple[int, int]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,17 +38,28 @@ class Blend(Attack):
         self.pattern = make_pattern(self.params.pattern, info, seed)
 
     @classmethod
+    def path_params(cls, params: Mapping[str, Any]) -> dict[str, str]:
+        """``pattern`` is an image file unless it is ``noise``."""
+        pattern = params.get("pattern")
+        return {"pattern": pattern} if isinstance(pattern, str) and pattern != NOISE else {}
+
+    @classmethod
     def check_params(cls, p: BlendParams, info: DatasetInfo) -> None:
         if p.pattern != NOISE and not Path(p.pattern).expanduser().is_file():
-            raise fail("attack.params.pattern", f"attack.params.pattern must be 'noise' or an image file, "
-                                                f"got {p.pattern!r} (no such file)")
+            raise fail(
+                "attack.params.pattern",
+                f"attack.params.pattern must be 'noise' or an image file, got {p.pattern!r} (no such file)",
+            )
         if p.pattern != NOISE:  # unreadable images fail here, before a sweep starts, not in every trial
             try:
                 with Image.open(Path(p.pattern).expanduser()) as img:
                     img.verify()
             except (OSError, UnidentifiedImageError, SyntaxError) as exc:
-                raise fail("attack.params.pattern", f"attack.params.pattern: {p.pattern!r} is not a readable image "
-                                                    f"({type(exc).__name__}); use a PNG/JPEG file or 'noise'") from None
+                raise fail(
+                    "attack.params.pattern",
+                    f"attack.params.pattern: {p.pattern!r} is not a readable image "
+                    f"({type(exc).__name__}); use a PNG/JPEG file or 'noise'",
+                ) from None
 
     def apply_trigger(self, x: Tensor) -> Tensor:
         alpha = self.params.alpha
@@ -62,7 +75,9 @@ def make_pattern(pattern: str, info: DatasetInfo, seed: int) -> Tensor:
     path = Path(pattern).expanduser()
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if info.channels == 1 else "RGB").resize((info.size, info.size), Image.BILINEAR)
+            img = img.convert("L" if info.channels == 1 else "RGB").resize(
+                (info.size, info.size), Image.Resampling.BILINEAR
+            )
             array = np.asarray(img, dtype=np.uint8)
     except (OSError, UnidentifiedImageError) as exc:
         raise ConfigError(f"attack.params.pattern: cannot read image {path} ({type(exc).__name__}: {exc})") from None

@@ -14,6 +14,8 @@ from ._base import ATTACKS, Attack, PoisonedData, TriggeredSet
 class NoAttack(Attack):
     """No poisoning: ``poison`` copies the data, the triggered test set is empty; poison_rate is ignored."""
 
+    injects_trigger = False
+
     def apply_trigger(self, x: Tensor) -> Tensor:
         return x.clone()
 
@@ -26,5 +28,11 @@ class NoAttack(Attack):
 
     def describe(self) -> dict[str, Any]:
         """Mode, target and rate do not apply; recorded as None / 0 so results are not mistaken for attacked runs."""
-        return {"name": self.cfg.name, "mode": None, "target": None, "poison_rate": 0.0, "clean_label": False,
-                "seed": self.seed}
+        return {
+            "name": self.cfg.name,
+            "mode": None,
+            "target": None,
+            "poison_rate": 0.0,
+            "clean_label": False,
+            "seed": self.seed,
+        }

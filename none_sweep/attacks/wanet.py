@@ -43,8 +43,9 @@ class WaNet(Attack):
     @classmethod
     def check_params(cls, p: WaNetParams, info: DatasetInfo) -> None:
         if p.k > info.size:
-            raise fail("attack.params.k", f"attack.params.k ({p.k}) must not exceed the image size {info.size} of "
-                                          f"{info.name}")
+            raise fail(
+                "attack.params.k", f"attack.params.k ({p.k}) must not exceed the image size {info.size} of {info.name}"
+            )
 
     def apply_trigger(self, x: Tensor) -> Tensor:
         return warp(x, self.grid.to(x.device).expand(len(x), -1, -1, -1))

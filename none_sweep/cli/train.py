@@ -14,8 +14,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..config import dump_config, load_config, parse_overrides
+from ..config import dump_config, parse_overrides
 from ..errors import CheckpointError, ConfigError
+from ..experiment import load_experiment
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, parse_overrides(args.overrides))
+    cfg = load_experiment(args.config, parse_overrides(args.overrides))
     baseline = _read_baseline(args.baseline) if args.baseline else None
     out = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     checkpoint = out / "checkpoint.pt"

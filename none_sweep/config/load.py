@@ -1,19 +1,25 @@
-"""Load, override, validate and dump experiment configs.
+"""Read, override, schema-validate and dump experiment configs.
 
 Everything here runs before any data is loaded or any model built, so a typo costs a second,
-not a training run. Errors name the file and the dotted key.
+not a training run. Errors name the file and the dotted key. This is the bottom floor: it knows no
+registry; :mod:`none_sweep.experiment` adds the dataset, attack and model checks and reads files
+(``load_experiment``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
 from ..errors import ConfigError
+from ..text import first_line
 from .schema import ExperimentConfig
-from .validation import ConfigIssue, build, set_dotted, to_dict
+from .validation import ConfigIssue, build, fail, set_dotted, to_dict
+
+LAYER_TYPES = ("conv", "linear")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -30,7 +36,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     if data is None:
         return {}
@@ -62,29 +68,19 @@ def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
     return data
 
 
-def config_from_dict(data: Mapping[str, Any], source: str = "<config>", check_paths: bool = False) -> ExperimentConfig:
-    """Validate a plain mapping into an :class:`ExperimentConfig`; ``source`` names it in errors.
+def config_from_dict(data: Mapping[str, Any], source: str = "<config>") -> ExperimentConfig:
+    """Validate a plain mapping against the schema into an :class:`ExperimentConfig`; ``source`` names it in errors.
 
-    ``check_paths``: also confine the file paths it names (``config/paths.py``); done where a config enters
-    from a file or the command line, not for the configs of trials built from an already-checked space.
+    Only what the schema itself can judge: keys, types, ranges and the checks spanning fields. Registry names
+    (dataset, attack, model), attack params and file paths are checked one floor up, by
+    :func:`none_sweep.experiment.resolve_config`, which every caller that trains or records a config uses.
     """
     try:
         cfg = build(ExperimentConfig, dict(data))
-        if check_paths:  # before the cross-field checks, which open files (the blend pattern)
-            from .paths import check_config_paths
-
-            check_config_paths(cfg)
-        _check_cross_fields(cfg)
+        check_cross_fields(cfg)
     except ConfigIssue as issue:
         raise ConfigError(f"{source}: {issue.message}") from None
     return cfg
-
-
-def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
-    """Read ``path`` (or the defaults), apply ``--set`` overrides, validate everything."""
-    data = read_yaml(path) if path is not None else {}
-    apply_overrides(data, overrides or {})
-    return config_from_dict(data, source=str(path) if path is not None else "<defaults>", check_paths=True)
 
 
 def dump_config(cfg: ExperimentConfig, path: str | Path | None = None, header: str = "") -> str:
@@ -97,24 +93,21 @@ def dump_config(cfg: ExperimentConfig, path: str | Path | None = None, header: s
     return text
 
 
-def _check_cross_fields(cfg: ExperimentConfig) -> None:
-    """Checks that span fields or need a registry; raises ConfigIssue."""
-    from ..attacks import ATTACKS, params_class
-    from ..data import DATASETS, dataset_info
-    from ..models import check_model_name
-    from .validation import fail
-
+def check_cross_fields(cfg: ExperimentConfig) -> None:
+    """Checks that span fields but need no registry; raises ConfigIssue naming the key."""
     d = cfg.defense
     if d.lamda_l >= d.lamda_h:
         raise fail("defense.lamda_l", f"defense.lamda_l ({d.lamda_l}) must be below defense.lamda_h ({d.lamda_h})")
     for kind in d.layer_types:
-        if kind not in ("conv", "linear"):
+        if kind not in LAYER_TYPES:
             raise fail("defense.layer_types", f"defense.layer_types entries must be 'conv' or 'linear', got {kind!r}")
     if not d.layer_types:
-        raise fail("defense.layer_types", "defense.layer_types must name at least one of ['conv', 'linear']")
+        raise fail("defense.layer_types", f"defense.layer_types must name at least one of {list(LAYER_TYPES)}")
     pretrain = cfg.train.epochs if d.pretrain_epochs is None else d.pretrain_epochs
     if d.enabled and pretrain < 1:
-        raise fail("defense.pretrain_epochs", "defense.pretrain_epochs must be at least 1: the analysis needs a trained model")
+        raise fail(
+            "defense.pretrain_epochs", "defense.pretrain_epochs must be at least 1: the analysis needs a trained model"
+        )
     if d.enabled and d.after_reset == "continue":
         last_reset = pretrain + (d.rounds - 1) * d.reset_interval
         if last_reset >= cfg.train.epochs:
@@ -124,18 +117,3 @@ def _check_cross_fields(cfg: ExperimentConfig) -> None:
                 f"but the last is at epoch {last_reset} (pretrain_epochs + (rounds-1)*reset_interval); "
                 "lower rounds/reset_interval/pretrain_epochs or raise train.epochs",
             )
-    if cfg.data.name not in DATASETS:
-        raise fail("data.name", f"data.name: {DATASETS.unknown_message(cfg.data.name)}")
-    info = dataset_info(cfg.data.name)
-    if cfg.attack.name not in ATTACKS:
-        raise fail("attack.name", f"attack.name: {ATTACKS.unknown_message(cfg.attack.name)}")
-    a = cfg.attack
-    if a.target >= info.num_classes:
-        raise fail("attack.target", f"attack.target must be in [0, {info.num_classes - 1}] for {cfg.data.name}, got {a.target}")
-    params_cls = params_class(a.name)
-    a.params = to_dict(build(params_cls, a.params, prefix="attack.params."))
-    ATTACKS.get(a.name).check(a, info)
-    try:
-        check_model_name(cfg.model.name)
-    except ConfigError as exc:
-        raise fail("model.name", f"model.name: {exc}") from None

@@ -1,8 +1,9 @@
 """Where a config may point: file paths stay in the working folder or under explicit roots.
 
 A config or space file may come from someone else (a shared sweep space, an exported ``best_defense.yaml``).
-The paths it names are ``data.root`` (read, and written to when ``data.download`` is true) and the blend
-attack's ``attack.params.pattern`` (an image file, read). The rule:
+The paths it names are ``data.root`` (read, and written to when ``data.download`` is true) and the attack
+params that name files (the blend attack's ``attack.params.pattern``, an image; each attack says which, in
+``Attack.path_params``). The rule:
 
 - a relative path resolves under the working folder; one that climbs out of it with ``..`` is refused;
 - an absolute path (``~`` expanded) must lie under an allowed root: the working folder, the dataset cache
@@ -11,9 +12,12 @@ attack's ``attack.params.pattern`` (an image file, read). The rule:
   (``os.pathsep``-separated, e.g. ``/mnt/nfs/datasets:/data``).
 
 The check is lexical (``..`` collapsed, symlinks not followed): a link the user made on purpose works, a
-config cannot climb out. It runs where a config enters from a file or the command line (``load_config``, space
-files, their ``--set`` overrides), not again inside trials, whose configs come from an already-checked space
-(so cluster workers need no copy of ``NONE_SWEEP_DATA_ROOTS``).
+config cannot climb out. It runs where a config enters from a file or the command line
+(``none_sweep.experiment.load_experiment``, space files, their ``--set`` overrides), not again inside trials,
+whose configs come from an already-checked space (so cluster workers need no copy of ``NONE_SWEEP_DATA_ROOTS``).
+
+The dataset cache (:func:`default_root`) is declared here, at the bottom, so this check needs no dataset
+code; ``none_sweep.data`` takes it from here.
 """
 
 from __future__ import annotations
@@ -21,18 +25,22 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from .validation import ConfigIssue, fail
 
 ROOTS_ENV = "NONE_SWEEP_DATA_ROOTS"
+DATA_ENV = "NONE_SWEEP_DATA"
+DEFAULT_DATA_ROOT = "~/.cache/none-sweep/data"
 SYSTEM_DATASETS = "/usr/share/datasets"
+
+
+def default_root() -> Path:
+    """Where torchvision datasets live unless ``data.root`` says otherwise (``$NONE_SWEEP_DATA`` overrides)."""
+    return Path(os.environ.get(DATA_ENV, DEFAULT_DATA_ROOT)).expanduser()
 
 
 def allowed_roots() -> list[Path]:
     """The folders absolute config paths may point into (normalised, in the order they are listed)."""
-    from ..data import default_root  # lazily: config is the bottom layer
-
     roots = [Path.cwd(), default_root(), Path(SYSTEM_DATASETS), Path(tempfile.gettempdir())]
     roots += [Path(p) for p in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if p.strip()]
     out: list[Path] = []
@@ -57,15 +65,6 @@ def check_path(key: str, value: str) -> None:
                         f"or add its folder to {ROOTS_ENV}")  # fmt: skip
 
 
-def check_config_paths(cfg: Any) -> None:
-    """Every path an :class:`~none_sweep.config.ExperimentConfig` names (see the module docstring)."""
-    if cfg.data.root:
-        check_path("data.root", cfg.data.root)
-    pattern = (cfg.attack.params or {}).get("pattern")
-    if cfg.attack.name == "blend" and isinstance(pattern, str) and pattern != "noise":
-        check_path("attack.params.pattern", pattern)
-
-
 def _normal(path: Path) -> Path:
     return Path(os.path.normpath(os.path.abspath(path)))
 
@@ -78,4 +77,4 @@ def _roots_text() -> str:
     return "[" + ", ".join(str(r) for r in allowed_roots()) + "]"
 
 
-__all__ = ["ROOTS_ENV", "ConfigIssue", "allowed_roots", "check_config_paths", "check_path"]
+__all__ = ["DATA_ENV", "DEFAULT_DATA_ROOT", "ROOTS_ENV", "ConfigIssue", "allowed_roots", "check_path", "default_root"]

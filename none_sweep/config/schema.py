@@ -33,7 +33,9 @@ class AttackConfig:
     poison_rate: float = spec(0.05, low=0.0, high=1.0, low_open=True, help="fraction of the training set poisoned")
     target: int = spec(0, low=0, help="target class (all-to-one)")
     mode: str = spec("all_to_one", choices=("all_to_one", "all_to_all"), help="all_to_all maps y to (y+1) mod C")
-    params: dict[str, Any] = spec({}, help="attack-specific parameters (patch_size, alpha, ...)")
+    params: dict[str, Any] = spec( (spec copies mutable defaults)
+        {}, help="attack-specific parameters (patch_size, alpha, ...)"
+    )
 
 
 @dataclass
@@ -56,9 +58,15 @@ class TrainConfig:
     lr_step_every: int = spec(80, low=1, help="step schedule: epochs between lr decays")
     lr_gamma: float = spec(0.1, low=0.0, high=1.0, low_open=True, help="step schedule: decay factor")
     device: str = spec("auto", choices=("auto", "cpu", "cuda"))
-    amp: bool = spec(True, help="bf16 autocast on CUDA (ignored on CPU)")
-    channels_last: bool = spec(True, help="channels-last memory format on CUDA (ignored on CPU)")
-    compile: bool = spec(False, help="torch.compile the model (CUDA)")
+    amp: bool = spec(True, help="bf16 autocast on CUDA (on CPU only with cpu_fast_paths)")
+    channels_last: bool = spec(True, help="channels-last memory format on CUDA (on CPU only with cpu_fast_paths)")
+    compile: bool = spec(False, help="torch.compile the model (CUDA; on CPU only with cpu_fast_paths)")
+    cpu_fast_paths: bool = spec(
+        False, help="honour amp, channels_last and compile on CPU too (tests of the CUDA paths)"
+    )
+    analysis_cache_mb: float = spec(
+        2048.0, low=0.0, help="device memory the NONE analysis may keep for one pass; beyond it, a second pass"
+    )
     eval_batch_size: int = spec(1024, low=1)
     num_threads: int | None = spec(None, low=1, help="torch CPU threads; default: torch's choice")
 
@@ -68,7 +76,9 @@ class DefenseConfig:
     """NONE: when to analyse and reset, which thresholds, and what follows a reset."""
 
     enabled: bool = spec(True, help="false gives the undefended baseline")
-    pretrain_epochs: int | None = spec(None, low=0, help="epochs before the first reset (epoch_num_1); null: train.epochs")
+    pretrain_epochs: int | None = spec(
+        None, low=0, help="epochs before the first reset (epoch_num_1); null: train.epochs"
+    )
     reset_interval: int = spec(2, low=1, high=10000, help="epochs between resets (epoch_num_2)")
     rounds: int = spec(1, low=1, high=1000, help="number of analyse/reset rounds (round_num)")
     after_reset: str = spec(
@@ -85,16 +95,27 @@ class DefenseConfig:
     filter_samples: bool = spec(True, help="drop suspected poisoned samples (two-class natural breaks)")
     removal: str = spec("cumulative", choices=("cumulative", "per_round"), help="per_round is the published behaviour")
     max_removed_fraction: float | None = spec(
-        None, low=0.0, high=1.0, low_open=True,
+        None,
+        low=0.0,
+        high=1.0,
+        low_open=True,
         help="cap on the fraction of the training set removed (highest sample scores kept); null: no cap, as published",
     )
     detect_fraction: float | None = spec(
         None, low=0.0, high=1.0, low_open=True, help="num_for_detect_biased; null: top-1 channel per layer"
     )
-    layer_types: list[str] = spec(["conv"], help="module kinds monitored: conv, linear")
-    include_layers: list[str] = spec([], help="glob patterns of module names to monitor (empty: all of layer_types)")
-    exclude_layers: list[str] = spec([], help="glob patterns of module names never monitored")
-    skip_first: int = spec(0, low=0, help="skip this many monitored layers from the input side (published ResNet: stem+layer1)")
+    layer_types: list[str] = spec( (spec copies mutable defaults)
+        ["conv"], help="module kinds monitored: conv, linear"
+    )
+    include_layers: list[str] = spec( (spec copies mutable defaults)
+        [], help="glob patterns of module names to monitor (empty: all of layer_types)"
+    )
+    exclude_layers: list[str] = spec( (spec copies mutable defaults)
+        [], help="glob patterns of module names never monitored"
+    )
+    skip_first: int = spec(
+        0, low=0, help="skip this many monitored layers from the input side (published ResNet: stem+layer1)"
+    )
     analysis_batch_size: int = spec(1024, low=1)
 
 
@@ -102,7 +123,7 @@ class DefenseConfig:
 class EvalConfig:
     """Extra evaluation; REASR is the natural-backdoor metric (there is no ASR without an attack)."""
 
-    reasr: str = spec("auto", choices=("auto", "always", "never"), help="auto: only when attack.name is none")
+    reasr: str = spec("auto", choices=("auto", "always", "never"), help="auto: only when the attack has no trigger")
     reasr_patch_fraction: float = spec(0.06, low=0.0, high=0.5, low_open=True, help="patch area bound (ABS: 2-12%)")
     reasr_steps: int = spec(100, low=1, high=100000)
     reasr_images: int = spec(256, low=8, help="held-in images for inversion (as many again are held out)")

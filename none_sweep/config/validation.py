@@ -7,15 +7,17 @@ same shape: ``FILE: KEY must be ..., got VALUE``. Unknown keys are rejected with
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import difflib
+import functools
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, TypeVar, Union
+from typing import Any, TypeVar, Union
 
-from ..errors import ConfigError
+from ..text import did_you_mean
 
 T = TypeVar("T")
 
@@ -43,11 +45,9 @@ class Spec:
     def admits(self, value: Any) -> bool:
         if self.choices is not None:
             return value in self.choices
-        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            return False
-        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
-            return False
-        return True
+        below = self.low is not None and (value < self.low or (self.low_open and value == self.low))
+        above = self.high is not None and (value > self.high or (self.high_open and value == self.high))
+        return not (below or above)
 
 
 def _fmt(x: float) -> str:
@@ -58,7 +58,7 @@ def spec(default: Any = dataclasses.MISSING, **constraints: Any) -> Any:
     """A dataclass field with validation metadata; mutable defaults are copied per instance."""
     meta = {"spec": Spec(**constraints)}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+        return field(default_factory=functools.partial(copy.deepcopy, default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -85,13 +85,16 @@ def build(cls: type[T], data: Any, prefix: str = "") -> T:
         data = {}
     if not isinstance(data, Mapping):
         raise fail(prefix.rstrip("."), f"{where} must be a mapping of keys to values, got {_show(data)}")
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"build needs a dataclass, got {cls!r}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     for key in data:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise fail(f"{prefix}{key}", f"unknown key {prefix}{key!s}{hint}; allowed keys in {where}: {sorted(fields)}")
+            hint = did_you_mean(str(key), fields)
+            raise fail(
+                f"{prefix}{key}", f"unknown key {prefix}{key!s}{hint}; allowed keys in {where}: {sorted(fields)}"
+            )
     kwargs = {}
     for name, f in fields.items():
         if name not in data:
@@ -125,7 +128,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 errors.append(exc)
         names = " or ".join(_type_name(a) for a in args)
         raise fail(key, f"{key} must be {names}, got {_show(value)}")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build(tp, value, prefix=f"{key}.")
     if origin in (list, tuple):
         (item,) = typing.get_args(tp)[:1] or (Any,)

@@ -7,7 +7,6 @@ so configs can be checked before any file is touched.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..config.paths import default_root
 from ..config.schema import DataConfig
 from ..errors import DataError
 from ..registry import Registry
@@ -92,11 +92,6 @@ def register_dataset(info: DatasetInfo) -> Callable[[LoadFn], LoadFn]:
 def dataset_info(name: str) -> DatasetInfo:
     """The static description of dataset ``name``; raises ConfigError for an unknown name."""
     return DATASETS.get(name).info
-
-
-def default_root() -> Path:
-    """Where torchvision datasets live unless ``data.root`` says otherwise (``$NONE_SWEEP_DATA`` overrides)."""
-    return Path(os.environ.get("NONE_SWEEP_DATA", "~/.cache/none-sweep/data")).expanduser()
 
 
 def data_root(cfg: DataConfig) -> Path:

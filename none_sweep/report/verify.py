@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -21,10 +22,10 @@ VERIFIED = ("clean_acc", "asr")
 
 def train_one_seed(config: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train ``config`` with ``seed`` to the end (no pre-training cache); the run's final metrics."""
-    from ..config import config_from_dict
+    from ..experiment import resolve_config
     from ..train import ExperimentRun
 
-    cfg = config_from_dict({**config, "seed": seed}, source=f"verify seed {seed}")
+    cfg = resolve_config({**config, "seed": seed}, source=f"verify seed {seed}")
     run = ExperimentRun(cfg)
     for _report in run.epochs():
         pass
@@ -38,7 +39,11 @@ def seeds_for(config: dict[str, Any], n: int) -> list[int]:
 
 
 def run_seeds(
-    config: dict[str, Any], n: int, *, address: str | None = None, say: Callable[[str], None] = print,
+    config: dict[str, Any],
+    n: int,
+    *,
+    address: str | None = None,
+    say: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train ``config`` on ``n`` fresh seeds as Ray tasks; results in seed order."""
     import ray
@@ -56,8 +61,10 @@ def run_seeds(
             raise ResourceError("the Ray cluster has no CPU to run the verification on")
         task = ray.remote(num_cpus=1, num_gpus=1 if wants_gpu else 0, max_retries=0)(train_one_seed)
         pending = {task.remote(config, seed): seed for seed in seeds_for(config, n)}
-        say(f"verify: training {n} seed(s) {sorted(pending.values())} as Ray tasks "
-            f"({'1 GPU' if wants_gpu else '1 CPU'} each; cluster {cpus:g} CPU, {gpus:g} GPU)")
+        say(
+            f"verify: training {n} seed(s) {sorted(pending.values())} as Ray tasks "
+            f"({'1 GPU' if wants_gpu else '1 CPU'} each; cluster {cpus:g} CPU, {gpus:g} GPU)"
+        )
         results = []
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -75,8 +82,9 @@ def run_seeds(
             ray.shutdown()
 
 
-def summarise(results: list[dict[str, Any]], sweep_metrics: dict[str, float], *, run_id: str, experiment: str,
-              config_seed: int) -> dict[str, Any]:
+def summarise(
+    results: list[dict[str, Any]], sweep_metrics: dict[str, float], *, run_id: str, experiment: str, config_seed: int
+) -> dict[str, Any]:
     """Mean and sample sd per verified metric, beside the sweep trial's value."""
     stats = {}
     for key in VERIFIED:
@@ -87,8 +95,14 @@ def summarise(results: list[dict[str, Any]], sweep_metrics: dict[str, float], *,
             "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
             "n": len(values),
         }
-    return {"experiment": experiment, "run_id": run_id, "sweep_seed": config_seed,
-            "seeds": [r["seed"] for r in results], "per_seed": results, "summary": stats}
+    return {
+        "experiment": experiment,
+        "run_id": run_id,
+        "sweep_seed": config_seed,
+        "seeds": [r["seed"] for r in results],
+        "per_seed": results,
+        "summary": stats,
+    }
 
 
 def table(summary: dict[str, Any]) -> str:

@@ -52,10 +52,10 @@ def _train_baseline(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     import os
 
     os.environ.pop("MLFLOW_RUN_ID", None)
-    from ..config import config_from_dict
+    from ..experiment import resolve_config
     from ..train import ExperimentRun
 
-    cfg = config_from_dict(cfg_dict, source="baseline")
+    cfg = resolve_config(cfg_dict, source="baseline")
     t0 = time.perf_counter()
     run = ExperimentRun(cfg)
     for _ in run.epochs():

@@ -25,8 +25,8 @@ from ..data import ImageData, load_dataset
 from ..defense import analyse, find_monitored_layers, removal_mask, reset_neurons
 from ..errors import CheckpointError, TrainingDiverged
 from ..models import create_model
-from .checkpoint import load_state, save_state
-from .device import autocast, memory_format, resolve_device
+from .checkpoint import load_state, restore_rng, rng_state, save_state
+from .device import autocast, compiled, memory_format, resolve_device
 from .loop import predict, set_lr, train_epoch
 from .metrics import accuracy, detection_scores
 from .pretrain_cache import PretrainCache, prefix_key
@@ -108,9 +108,7 @@ class ExperimentRun:
     def _build_model(self, seed: int) -> None:
         torch.manual_seed(seed)
         self.model = create_model(self.cfg.model.name, self.info).to(self.device, memory_format=self.fmt)
-        self.forward: nn.Module = self.model
-        if self.cfg.train.compile and self.device.type == "cuda":
-            self.forward = torch.compile(self.model)  # type: ignore[assignment]
+        self.forward: nn.Module = compiled(self.model, self.device, self.cfg.train)
         t = self.cfg.train
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=False
@@ -189,7 +187,8 @@ class ExperimentRun:
         self.model.eval()
         with torch.no_grad(), self.amp:
             batches = lambda: self.data.ordered_batches(self.data.train_x, d.analysis_batch_size)  # noqa: E731
-            analysis = analyse(self.model, batches, self.layers, d, self.info.num_classes)
+            budget = int(self.cfg.train.analysis_cache_mb * 2**20)
+            analysis = analyse(self.model, batches, self.layers, d, self.info.num_classes, cache_budget_bytes=budget)
         suspected = analysis.suspected.to(self.device)
         if d.filter_samples:
             scores = analysis.sample_scores.to(self.device)
@@ -209,6 +208,8 @@ class ExperimentRun:
             "suspected": int(suspected.sum().item()),
             "removed_samples": int(self.removed.sum().item()),
             "analysis_s": time.perf_counter() - t0,
+            "analysis_passes": analysis.passes,
+            "analysis_cache_bytes": analysis.cache_bytes,
             **{k: v for k, v in detection_scores(self.removed, self.poison_idx).items()},
         }
         self.rounds.append(info)
@@ -232,7 +233,7 @@ class ExperimentRun:
 
     def _wants_reasr(self) -> bool:
         mode = self.cfg.evaluation.reasr
-        return mode == "always" or (mode == "auto" and self.cfg.attack.name == "none")
+        return mode == "always" or (mode == "auto" and not self.attack.injects_trigger)
 
     def natural_backdoor_metrics(self) -> dict[str, float]:
         e = self.cfg.evaluation
@@ -270,7 +271,6 @@ class ExperimentRun:
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        cuda_rng = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []
         return {
             "config_digest": config_digest(self.cfg),
             "next_index": self.next_index,
@@ -278,9 +278,7 @@ class ExperimentRun:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": {"kind": self.cfg.train.lr_schedule, "plan_length": len(self.plan), "next_index": self.next_index},
             "removed": self.removed.cpu(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": cuda_rng,
-            "generator": self.generator.get_state(),
+            **rng_state(self.device, self.generator),
             "history": self.history,
             "rounds": self.rounds,
             "wall_s": self.wall_s,
@@ -300,11 +298,11 @@ class ExperimentRun:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.removed = state["removed"].to(self.device)
-            torch.set_rng_state(state["rng_cpu"])
-            if state["rng_cuda"] and self.device.type == "cuda":
-                torch.cuda.set_rng_state_all(state["rng_cuda"])
-            self.generator.set_state(state["generator"])
             self.next_index = int(state["next_index"])
+            if not restore_rng(state, self.device, self.generator):
+                self.generator.manual_seed(self.cfg.seed + 7919 * self.next_index)
+                self.progress(f"{source}: written on {state['rng_device']}, resumed on {self.device.type}; "
+                              "the data order is reseeded (results differ from an uninterrupted run)")  # fmt: skip
             self.history = list(state["history"])
             self.rounds = list(state["rounds"])
             self.wall_s = float(state["wall_s"])
