@@ -17,6 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the sweep --name from its storage")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the space's base config, e.g. --set train.epochs=4 (repeatable)")
+    p.add_argument("--verbose", action="store_true", help="Ray's own trial tables instead of one line per event")
     p.set_defaults(handler=run)
 
 
@@ -30,6 +31,6 @@ def run(args: argparse.Namespace) -> int:
     options = SweepOptions(
         space_path=args.space, name=args.name, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
         storage=args.storage, tracking_uri=args.tracking_uri, address=args.address, resume=args.resume,
-        overrides=list(args.overrides),
+        overrides=list(args.overrides), verbose=args.verbose,
     )  # fmt: skip
     return run_sweep(options)

@@ -47,6 +47,7 @@ class SweepOptions:
     address: str | None = None
     resume: bool = False
     overrides: list[str] = field(default_factory=list)
+    verbose: bool = False  # Ray's own trial tables instead of one line per trial event
 
 
 def run_sweep(opts: SweepOptions, say: Say = console.say_line) -> int:
@@ -130,7 +131,7 @@ def _run(record: SweepRecord, opts: SweepOptions, say: Say) -> int:
     ):
         baseline = measure_baseline(space, storage, say)
         _best_effort(lambda: tracker.log_baseline(baseline), "logging the baseline", say)
-        elapsed = tuner.fit(record, storage, baseline, opts.resume, total)
+        elapsed = tuner.fit(record, storage, baseline, opts.resume, total, opts.verbose)
         return _summarise(record, storage, tracker, elapsed, say)
 
 

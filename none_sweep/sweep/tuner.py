@@ -12,13 +12,16 @@ from .storage import JOURNAL_FILE, SweepStorage
 
 
 def fit(record: SweepRecord, storage: SweepStorage, baseline: Mapping[str, Any], resume: bool,
-        total: Mapping[str, float]) -> float:  # fmt: skip
+        total: Mapping[str, float], verbose: bool = False) -> float:  # fmt: skip
     """Run (or continue) the Tuner until every trial ended or the user interrupted; returns the wall time."""
     journal = storage.journal_path()
     if not storage.is_local and resume and not journal.exists():
         storage.copy_from(JOURNAL_FILE, journal)
     t0 = time.time()
-    tuner = _restored(record, storage, baseline) if resume else _new(record, storage, baseline, total)
+    if resume:
+        tuner = _restored(record, storage, baseline)
+    else:
+        tuner = _new(record, storage, baseline, total, verbose)
     tuner.fit()
     if not storage.is_local and journal.exists():
         storage.copy_to(journal, JOURNAL_FILE)
@@ -48,10 +51,13 @@ def _restored(record: SweepRecord, storage: SweepStorage, baseline: Mapping[str,
         )
 
 
-def _new(record: SweepRecord, storage: SweepStorage, baseline: Mapping[str, Any], total: Mapping[str, float]) -> Any:
+def _new(record: SweepRecord, storage: SweepStorage, baseline: Mapping[str, Any], total: Mapping[str, float],
+         verbose: bool) -> Any:  # fmt: skip
+    """A new Tuner. Quiet by default: one line per trial event (:mod:`.progress`) instead of Ray's tables."""
     from ray import tune
 
     from ..tracking import MlflowSweepCallback
+    from .progress import ProgressLines
     from .search import SweepSearcher
 
     journal = storage.journal_path()
@@ -70,7 +76,11 @@ def _new(record: SweepRecord, storage: SweepStorage, baseline: Mapping[str, Any]
         run_config=tune.RunConfig(
             name=record.name,
             storage_path=storage.root,
-            callbacks=[MlflowSweepCallback(record.tracking_uri, record.name, record.resolved_config)],
+            callbacks=[
+                MlflowSweepCallback(record.tracking_uri, record.name, record.resolved_config),
+                *([] if verbose else [ProgressLines(record.num_samples)]),
+            ],
+            verbose=None if verbose else 0,
             failure_config=tune.FailureConfig(max_failures=space.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
         ),

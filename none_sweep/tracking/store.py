@@ -268,14 +268,18 @@ class SweepTracker:
         return len(found) > 0
 
     def log_model(self, run_id: str, config: Mapping[str, Any], state_path: str | Path) -> None:
-        """Rebuild the trial's network from its config and saved ``state_dict``; log it as ``model``."""
+        """Rebuild the trial's network from its config and saved ``state_dict``; log it as ``model``.
+
+        The model is saved as a ``torch.export`` program (MLflow's ``pt2`` format), not a pickle: loading it
+        runs no arbitrary code and needs no copy of none-sweep. The example has two images so that the
+        exported batch dimension stays dynamic.
+        """
         import mlflow
         import mlflow.pytorch
         import numpy as np
         import torch
         from mlflow.models import infer_signature
 
-        from .. import __file__ as package_init
         from ..data import dataset_info
         from ..experiment import resolve_config
         from ..models import create_model
@@ -285,7 +289,7 @@ class SweepTracker:
         model = create_model(cfg.model.name, info)
         model.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
         model.eval()
-        example = np.zeros((1, info.channels, info.size, info.size), dtype=np.float32)
+        example = np.zeros((2, info.channels, info.size, info.size), dtype=np.float32)
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
         mlflow.set_tracking_uri(self.uri)
@@ -294,10 +298,10 @@ class SweepTracker:
             model,
             name=MODEL_NAME,
             run_id=run_id,
-            serialization_format="pickle",
+            serialization_format="pt2",
+            input_example=example,
             signature=infer_signature(example, output),
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            code_paths=[str(Path(package_init).parent)],
         )
 
     def finish_child(self, run_id: str, status: str = "FINISHED", error: str | None = None,
