@@ -9,8 +9,13 @@ from .report import add_tracking_argument
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("ls", help="list sweeps: status, trials finished/failed/running, best ASR, duration")
-    p.add_argument("--max-drop", type=float, default=0.02, metavar="X",
-                   help="best ASR among trials with clean_acc_drop <= X (default: 0.02)")
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        default=0.02,
+        metavar="X",
+        help="best ASR among trials with clean_acc_drop <= X (default: 0.02)",
+    )
     add_tracking_argument(p)
     p.set_defaults(handler=run)
 

@@ -15,8 +15,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<working folder>/mlflow.db)")
     p.add_argument("--address", help="existing Ray cluster, e.g. auto (default: start a local Ray)")
     p.add_argument("--resume", action="store_true", help="continue the sweep --name from its storage")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key of the space's base config, e.g. --set train.epochs=4 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the space's base config, e.g. --set train.epochs=4 (repeatable)",
+    )
     p.add_argument("--verbose", action="store_true", help="Ray's own trial tables instead of one line per event")
     p.set_defaults(handler=run)
 

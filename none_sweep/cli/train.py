@@ -22,8 +22,14 @@ from ..experiment import load_experiment
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train one model on (possibly poisoned) data, with or without NONE")
     p.add_argument("config", nargs="?", help="experiment YAML (default: Fashion-MNIST, BadNets, small CNN, NONE)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set defense.enabled=false (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set defense.enabled=false (repeatable)",
+    )
     p.add_argument("--out", help="output folder (default: runs/<run id>)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--baseline", help="metrics.json of the undefended run, for clean_acc_drop / DER / RIR")
@@ -44,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from ..train import ExperimentRun, compare_to_baseline
 
     say = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
-    say(f"none-sweep train: {cfg.attack.name} on {cfg.data.name}, {cfg.model.name}, "
-        f"defense {'on' if cfg.defense.enabled else 'off'} → {out}")
+    say(
+        f"none-sweep train: {cfg.attack.name} on {cfg.data.name}, {cfg.model.name}, "
+        f"defense {'on' if cfg.defense.enabled else 'off'} → {out}"
+    )
     experiment = ExperimentRun(cfg, progress=say)
     if args.resume:
         try:
@@ -60,8 +68,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted; resume with: none-sweep train {args.config or ''} --out {out} --resume", file=sys.stderr)
         raise
     result = experiment.result()
-    payload: dict[str, Any] = {**result.metrics, "attack": result.attack, "rounds": result.rounds,
-                               "history": result.history, "config": result.config}
+    payload: dict[str, Any] = {
+        **result.metrics,
+        "attack": result.attack,
+        "rounds": result.rounds,
+        "history": result.history,
+        "config": result.config,
+    }
     if baseline is not None:
         payload.update(compare_to_baseline(result.metrics, baseline))
     (out / "metrics.json").write_text(json.dumps(payload, indent=2, default=float), encoding="utf-8")
@@ -90,7 +103,9 @@ def _summary(m: dict[str, Any], out: Path) -> str:
         f"epochs {m['epochs']}  wall {m['wall_s']:.1f}s",
     ]
     if "der" in m:
-        lines.append(f"vs baseline: clean_acc_drop {pct(m.get('clean_acc_drop'))} asr_reduction "
-                     f"{pct(m.get('asr_reduction'))} DER {m['der']:.3f} RIR {m['rir']:.3f}")
+        lines.append(
+            f"vs baseline: clean_acc_drop {pct(m.get('clean_acc_drop'))} asr_reduction "
+            f"{pct(m.get('asr_reduction'))} DER {m['der']:.3f} RIR {m['rir']:.3f}"
+        )
     lines.append(f"wrote {out / 'metrics.json'} and {out / 'config.yaml'}")
     return "\n".join(lines)

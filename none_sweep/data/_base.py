@@ -126,7 +126,9 @@ def _check_splits(info: DatasetInfo, splits: Splits) -> None:
     try:
         _check_shapes(info, splits)
     except DataError as exc:
-        raise DataError(f"{exc}; the files hold another dataset or are damaged: check data.name and data.root") from None
+        raise DataError(
+            f"{exc}; the files hold another dataset or are damaged: check data.name and data.root"
+        ) from None
 
 
 def _check_shapes(info: DatasetInfo, splits: Splits) -> None:
@@ -140,5 +142,7 @@ def _check_shapes(info: DatasetInfo, splits: Splits) -> None:
         if y.dtype != torch.int64 or y.shape != (len(x),):
             raise DataError(f"{info.name}: {part} labels must be int64 [{len(x)}], got {y.dtype} {list(y.shape)}")
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= info.num_classes):
-            raise DataError(f"{info.name}: {part} labels must be in [0, {info.num_classes - 1}], "
-                            f"got [{int(y.min())}, {int(y.max())}]")
+            raise DataError(
+                f"{info.name}: {part} labels must be in [0, {info.num_classes - 1}], "
+                f"got [{int(y.min())}, {int(y.max())}]"
+            )

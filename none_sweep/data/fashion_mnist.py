@@ -41,8 +41,11 @@ def load_fashion_mnist(cfg: DataConfig, seed: int) -> Splits:
     try:
         return read_idx_folder(folder)
     except DataError as exc:
-        fix = ("reinstall them (apt-get install --reinstall dataset-fashion-mnist)" if folder == DEBIAN_DIR
-               else f"restore the files in {folder}, or set data.download: true with an empty data.root")
+        fix = (
+            "reinstall them (apt-get install --reinstall dataset-fashion-mnist)"
+            if folder == DEBIAN_DIR
+            else f"restore the files in {folder}, or set data.download: true with an empty data.root"
+        )
         raise DataError(f"{exc}; {fix}") from None
 
 

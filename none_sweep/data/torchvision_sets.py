@@ -23,8 +23,16 @@ from ._base import DatasetInfo, Splits, data_root, register_dataset
 Reader = Callable[[Path, bool, bool], tuple[Tensor, Tensor]]
 """``read(root, train, download) -> (uint8 [N, C, H, W], int64 [N])``."""
 
-_READ_ERRORS = (RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError, pickle.UnpicklingError,
-                UnidentifiedImageError)
+_READ_ERRORS = (
+    RuntimeError,
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    pickle.UnpicklingError,
+    UnidentifiedImageError,
+)
 
 
 @dataclass(frozen=True)

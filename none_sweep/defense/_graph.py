@@ -8,12 +8,15 @@ convs, the BatchNorm after a conv and the layer that reads a conv's channels all
 from __future__ import annotations
 
 import warnings
+from typing import TypeAlias
 
 import torch.fx as fx
 from torch import nn
 
-CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-LINEAR_TYPES: tuple[type[nn.Module], ...] = (nn.Linear,)
+# Concrete tuples (not ``tuple[type[nn.Module], ...]``) so that ``isinstance(m, CONV_TYPES)`` narrows ``m`` for mypy.
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+LINEAR_TYPES = (nn.Linear,)
+Layer: TypeAlias = nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear
 
 
 def layer_kind(module: nn.Module) -> str | None:
@@ -23,6 +26,16 @@ def layer_kind(module: nn.Module) -> str | None:
     if isinstance(module, LINEAR_TYPES):
         return "linear"
     return None
+
+
+def as_layer(module: nn.Module) -> Layer:
+    """``module`` as the conv/linear layer it must be, so its ``weight``/``bias`` are typed tensors.
+
+    Callers hold modules found by :func:`layer_kind`; anything else means a plan applied to another model.
+    """
+    if isinstance(module, CONV_TYPES + LINEAR_TYPES):
+        return module
+    raise TypeError(f"expected a conv or linear layer, got {type(module).__name__}")
 
 
 class _Tracer(fx.Tracer):
@@ -38,7 +51,7 @@ def trace(model: nn.Module) -> fx.Graph | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return _Tracer().trace(model)
-    except Exception:  # noqa: BLE001 - fx raises many unrelated types; every one means "use the fallback"
+    except Exception:  # fx raises many unrelated types; every one means "use the fallback"
         return None
 
 

@@ -10,9 +10,9 @@ keeps the rule architecture-free).
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +20,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ..config.schema import DefenseConfig
 from ..errors import ConfigError
-from ._graph import forward_order, layer_kind, trace
+from ._graph import as_layer, forward_order, layer_kind, trace
 
 LAYER_TYPES = ("conv", "linear")
 
@@ -36,7 +36,7 @@ class MonitoredLayer:
     @property
     def channels(self) -> int:
         """Number of neurons (output channels or output features)."""
-        return int(self.module.weight.shape[0])
+        return int(as_layer(self.module).weight.shape[0])
 
 
 def find_monitored_layers(model: nn.Module, cfg: DefenseConfig) -> list[MonitoredLayer]:
@@ -99,7 +99,7 @@ class ChannelMaxRecorder:
     _maxima: dict[str, Tensor] = field(default_factory=dict, init=False)
     _handles: list[RemovableHandle] = field(default_factory=list, init=False)
 
-    def __enter__(self) -> "ChannelMaxRecorder":
+    def __enter__(self) -> ChannelMaxRecorder:
         for layer in self.layers:
             self._handles.append(layer.module.register_forward_hook(self._hook(layer)))
         return self

@@ -30,10 +30,7 @@ def two_class_breaks(values: Tensor) -> tuple[float, Tensor]:
         return math.nan, torch.zeros_like(flat, dtype=torch.bool)
     ordered = torch.sort(flat.double()).values
     split = _best_split(ordered)
-    if split is None:
-        break_value = ordered[-1]
-    else:
-        break_value = ordered[split - 1]
+    break_value = ordered[-1] if split is None else ordered[split - 1]
     upper = flat.double() > break_value
     return float(break_value), upper.reshape(values.shape)
 

@@ -30,8 +30,8 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.fx as fx
@@ -39,29 +39,91 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ._graph import CONV_TYPES, layer_kind, trace
+from ._graph import CONV_TYPES, Layer, as_layer, layer_kind, trace
 from .monitor import MonitoredLayer
 
 RESET_MODES = ("zero", "reinit")
 
 _ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh,
-    nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Dropout, nn.AlphaDropout, nn.Identity,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softplus,
+    nn.Dropout,
+    nn.AlphaDropout,
+    nn.Identity,
 )
 _SPATIAL_MODULES: tuple[type[nn.Module], ...] = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.PReLU,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.PReLU,
 )
-_ELEMENTWISE_FUNCTIONS = frozenset({
-    F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.leaky_relu, F.elu, F.selu, F.gelu, F.silu, F.mish,
-    F.hardswish, F.hardsigmoid, F.hardtanh, F.softplus, torch.sigmoid, torch.tanh, F.dropout, F.alpha_dropout,
-})
-_SPATIAL_FUNCTIONS = frozenset({
-    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
-    F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.dropout1d, F.dropout2d, F.dropout3d,
-})
+_ELEMENTWISE_FUNCTIONS = frozenset(
+    {
+        F.relu,
+        F.relu_,
+        torch.relu,
+        torch.relu_,
+        F.relu6,
+        F.leaky_relu,
+        F.elu,
+        F.selu,
+        F.gelu,
+        F.silu,
+        F.mish,
+        F.hardswish,
+        F.hardsigmoid,
+        F.hardtanh,
+        F.softplus,
+        torch.sigmoid,
+        torch.tanh,
+        F.dropout,
+        F.alpha_dropout,
+    }
+)
+_SPATIAL_FUNCTIONS = frozenset(
+    {
+        F.max_pool1d,
+        F.max_pool2d,
+        F.max_pool3d,
+        F.avg_pool1d,
+        F.avg_pool2d,
+        F.avg_pool3d,
+        F.adaptive_avg_pool1d,
+        F.adaptive_avg_pool2d,
+        F.adaptive_avg_pool3d,
+        F.adaptive_max_pool1d,
+        F.adaptive_max_pool2d,
+        F.adaptive_max_pool3d,
+        F.dropout1d,
+        F.dropout2d,
+        F.dropout3d,
+    }
+)
 _ELEMENTWISE_METHODS = frozenset({"relu", "relu_", "sigmoid", "tanh", "contiguous"})
 
 
@@ -93,7 +155,7 @@ class ResetPlan:
     traced: bool
 
 
-_PLANS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, ...], ResetPlan]]" = weakref.WeakKeyDictionary()
+_PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, ...], ResetPlan]] = weakref.WeakKeyDictionary()
 
 
 def plan_resets(model: nn.Module, layers: Sequence[MonitoredLayer]) -> ResetPlan:
@@ -173,7 +235,7 @@ def _classify(node: fx.Node, modules: dict[str, nn.Module], flat: bool) -> str:
             return "flatten" if (module.start_dim, module.end_dim) == (1, -1) else "stop"
         if isinstance(module, _ELEMENTWISE_MODULES):
             return "keep"
-        return "keep" if not flat and isinstance(module, _SPATIAL_MODULES + (_BatchNorm,)) else "stop"
+        return "keep" if not flat and isinstance(module, (*_SPATIAL_MODULES, _BatchNorm)) else "stop"
     if node.op == "call_function":
         if node.target in _ELEMENTWISE_FUNCTIONS:
             return "keep"
@@ -194,7 +256,7 @@ def _flatten_args(node: fx.Node) -> bool:
     """``flatten(x, 1)`` / ``x.flatten(1)`` with the default ``end_dim=-1``."""
     start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
     end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-    return start == 1 and end == -1
+    return bool(start == 1 and end == -1)
 
 
 def _batch_flatten_shape(node: fx.Node) -> bool:
@@ -202,7 +264,7 @@ def _batch_flatten_shape(node: fx.Node) -> bool:
     shape = node.args[1:]
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
-    return len(shape) == 2 and shape[1] == -1
+    return bool(len(shape) == 2 and shape[1] == -1)
 
 
 def _as_successor(name: str, module: nn.Module, layer: MonitoredLayer, flat: bool) -> Successor | None:
@@ -211,7 +273,7 @@ def _as_successor(name: str, module: nn.Module, layer: MonitoredLayer, flat: boo
     if isinstance(module, CONV_TYPES):
         ok = layer.kind == "conv" and not flat and module.in_channels == channels
         return Successor(name, 1) if ok else None
-    in_features = module.weight.shape[1]
+    in_features = as_layer(module).weight.shape[1]
     if layer.kind == "linear":
         return Successor(name, 1) if in_features == channels else None
     if flat and in_features % channels == 0:
@@ -251,7 +313,7 @@ def reset_neurons(
 def _reset_layer(model: nn.Module, plan: LayerPlan, idx: Tensor, mode: str, generator: torch.Generator | None) -> None:
     if idx.numel() == 0:
         return
-    module = model.get_submodule(plan.name)
+    module = as_layer(model.get_submodule(plan.name))
     own = idx.to(module.weight.device)
     if mode == "zero":
         module.weight[own] = 0
@@ -265,7 +327,7 @@ def _reset_layer(model: nn.Module, plan: LayerPlan, idx: Tensor, mode: str, gene
         _zero_inputs(model.get_submodule(successor.name), idx, successor.block)
 
 
-def _redraw(module: nn.Module, idx: Tensor, generator: torch.Generator | None) -> None:
+def _redraw(module: Layer, idx: Tensor, generator: torch.Generator | None) -> None:
     """Re-draw rows ``idx`` of weight and bias from ``U(-1/√fan_in, 1/√fan_in)`` (PyTorch's default init)."""
     weight = module.weight
     bound = 1.0 / math.sqrt(weight[0].numel())
@@ -275,27 +337,33 @@ def _redraw(module: nn.Module, idx: Tensor, generator: torch.Generator | None) -
         return (torch.rand(shape, generator=generator, device=device) * 2 - 1) * bound
 
     weight[idx] = draw(idx.numel(), *weight.shape[1:]).to(weight)
-    if module.bias is not None:
-        module.bias[idx] = draw(idx.numel()).to(module.bias)
+    bias = module.bias
+    if bias is not None:
+        bias[idx] = draw(idx.numel()).to(bias)
 
 
 def _reset_norm(norm: nn.Module, idx: Tensor, mode: str) -> None:
     """Zero the affine slice (``zero``) or make the channel a fresh BatchNorm channel (``reinit``)."""
+    if not isinstance(norm, _BatchNorm):  # plans only name BatchNorms; anything else is another model's plan
+        raise TypeError(f"expected a BatchNorm, got {type(norm).__name__}")
     fresh = mode == "reinit"
-    if norm.weight is not None:
-        norm.weight[idx] = 1.0 if fresh else 0.0
-        norm.bias[idx] = 0.0
-    if fresh and norm.running_mean is not None:
-        norm.running_mean[idx] = 0.0
-        norm.running_var[idx] = 1.0
+    weight, bias = norm.weight, norm.bias  # both parameters when affine, both None otherwise
+    if isinstance(weight, Tensor) and isinstance(bias, Tensor):
+        weight[idx] = 1.0 if fresh else 0.0
+        bias[idx] = 0.0
+    mean, var = norm.running_mean, norm.running_var  # both buffers when tracking, both None otherwise
+    if fresh and mean is not None and var is not None:
+        mean[idx] = 0.0
+        var[idx] = 1.0
 
 
 def _zero_inputs(module: nn.Module, idx: Tensor, block: int) -> None:
     """Zero what input channels ``idx`` feed: the column block of a linear layer, or the (grouped) conv slices."""
-    weight = module.weight
+    layer = as_layer(module)
+    weight = layer.weight
     idx = idx.to(weight.device)
-    if isinstance(module, CONV_TYPES):
-        weight[_conv_input_mask(weight.shape[0], weight.shape[1], module.groups, idx)] = 0
+    if isinstance(layer, CONV_TYPES):
+        weight[_conv_input_mask(weight.shape[0], weight.shape[1], layer.groups, idx)] = 0
     else:
         columns = (idx[:, None] * block + torch.arange(block, device=weight.device)).flatten()
         weight[:, columns] = 0

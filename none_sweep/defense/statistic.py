@@ -64,7 +64,10 @@ class ChannelClassStats:
     """Streaming per-(class, channel) statistics of one layer; :meth:`scores` gives the NONE score per channel."""
 
     def __init__(
-        self, channels: int, num_classes: int, device: torch.device | str = "cpu",
+        self,
+        channels: int,
+        num_classes: int,
+        device: torch.device | str = "cpu",
         max_elements: int = DEFAULT_MAX_ELEMENTS,
     ) -> None:
         self.channels, self.num_classes, self.max_elements = channels, num_classes, max_elements

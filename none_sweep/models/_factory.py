@@ -81,21 +81,23 @@ def _torchvision_model(arch: str, in_channels: int, num_classes: int) -> nn.Modu
 
 def _adapt_input_channels(model: nn.Module, in_channels: int, arch: str) -> None:
     """Replace the stem: the first Conv2d in module order that reads 3 channels, found without knowing its name."""
-    name, stem = next(
+    found = next(
         ((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3),
-        (None, None),
+        None,
     )
-    if stem is None or stem.groups != 1:
+    if found is None or found[1].groups != 1:
         raise ConfigError(
             f"'{TORCHVISION_PREFIX}{arch}' has no plain 3-channel input conv to adapt to {in_channels} channels"
         )
+    name, stem = found
     kwargs: dict[str, Any] = dict(
+        kernel_size=stem.kernel_size,
         stride=stem.stride,
         padding=stem.padding,
         dilation=stem.dilation,
         bias=stem.bias is not None,
         padding_mode=stem.padding_mode,
     )
-    new = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, **kwargs)
+    new = nn.Conv2d(in_channels, stem.out_channels, **kwargs)
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name), child, new)

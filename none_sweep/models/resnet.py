@@ -8,7 +8,7 @@ so 32×32 inputs keep their resolution until ``layer2``. Module names follow tor
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -66,6 +66,12 @@ class PreActBlock(nn.Module):
 
 class ResNet(nn.Module):
     """Stem, four stages of ``blocks`` each (the first block of stages 2-4 halves the resolution), pool, fc."""
+
+    # Registered with setattr in a loop (torchvision's names); declared here so their type is known.
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(
         self,

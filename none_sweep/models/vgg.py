@@ -6,14 +6,14 @@ and 8×8 inputs; a global average pool before the classifier makes the flattened
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 from ._factory import MODELS
 from ._layers import conv_bn_relu, pool_fits
 
-LayerSpec = Sequence[Union[int, str]]  # a conv width, or "M" for a 2×2 max-pool
+LayerSpec = Sequence[int | str]  # a conv width, or "M" for a 2×2 max-pool
 
 VGG16: LayerSpec = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 

@@ -8,7 +8,8 @@ start of an interrupted one, reuses it as long as the baseline config is unchang
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..config import to_dict
 from ..errors import NoneSweepError

@@ -38,7 +38,7 @@ class SweepStorage:
             self.root = storage.rstrip("/")
             self.local_root: Path | None = None
         else:
-            path = storage[len("file://"):] if storage.startswith("file://") else storage
+            path = storage[len("file://") :] if storage.startswith("file://") else storage
             self.local_root = Path(path).expanduser().resolve()
             self.root = str(self.local_root)
         if self.local_root is None:

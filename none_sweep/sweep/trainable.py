@@ -19,8 +19,9 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import CheckpointError, MissingObjective, StorageError, TrainingDiverged
 from .space import SweepSpace
@@ -176,7 +177,7 @@ def required_metrics(space: SweepSpace) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def epoch_metrics(rep: Any, baseline: Mapping[str, Any], node: str, required: list[str] = ()) -> dict[str, Any]:
+def epoch_metrics(rep: Any, baseline: Mapping[str, Any], node: str, required: Sequence[str] = ()) -> dict[str, Any]:
     """One epoch's report: the table's columns first, then everything else the epoch measured.
 
     A metric the epoch does not measure (``reasr`` before the end, ``asr`` without an attack) is NaN.
@@ -194,7 +195,7 @@ def epoch_metrics(rep: Any, baseline: Mapping[str, Any], node: str, required: li
 
 
 def final_metrics(last: Any, result: Mapping[str, Any], baseline: Mapping[str, Any], node: str,
-                  required: list[str] = ()) -> dict[str, Any]:  # fmt: skip
+                  required: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
     """The last epoch's metrics, the run's result and the baseline comparison, in one report."""
     from ..train import compare_to_baseline
 

@@ -11,11 +11,12 @@ All labels are optimised together as one batch (chunked only to bound memory).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import normalize
+from ..data import DatasetInfo, normalize
 
 
 @dataclass
@@ -31,7 +32,7 @@ def _stamp(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> torch.
     return out.reshape(-1, *x.shape[1:])
 
 
-def _to_model(x01: torch.Tensor, info) -> torch.Tensor:
+def _to_model(x01: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
     # normalize expects uint8 semantics (x/255); feed it x01*255 without rounding so gradients flow.
     return normalize(x01 * 255.0, info)
 
@@ -40,7 +41,7 @@ def invert_triggers(
     model: nn.Module,
     x_uint8: torch.Tensor,
     y: torch.Tensor,
-    info,
+    info: DatasetInfo,
     *,
     patch_fraction: float = 0.06,
     steps: int = 100,
@@ -57,7 +58,7 @@ def invert_triggers(
     test_x, test_y = x_uint8[order[half:]].float() / 255.0, y[order[half:]]
     k = info.num_classes
     h, w = x_uint8.shape[-2:]
-    budget = max(1, int(round(patch_fraction * h * w)))
+    budget = max(1, round(patch_fraction * h * w))
     chunk = max(1, max_batch // max(1, half))
     model.eval()
     rates: list[float] = []
@@ -69,7 +70,16 @@ def invert_triggers(
     return InversionResult(reasr=rates[best], label=best, per_label=rates)
 
 
-def _optimise(model, x, y, labels, info, budget, steps, gen):
+def _optimise(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    labels: torch.Tensor,
+    info: DatasetInfo,
+    budget: int,
+    steps: int,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
     n_lab, (c, h, w) = labels.numel(), x.shape[1:]
     mask_logit = torch.randn(n_lab, 1, h, w, generator=gen).to(x.device).mul_(0.1).sub_(2.0).requires_grad_()
     pattern_logit = torch.randn(n_lab, c, h, w, generator=gen).to(x.device).requires_grad_()
@@ -89,7 +99,16 @@ def _optimise(model, x, y, labels, info, budget, steps, gen):
 
 
 @torch.no_grad()
-def _flip_rates(model, x, y, labels, mask, pattern, info, budget) -> list[float]:
+def _flip_rates(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    pattern: torch.Tensor,
+    info: DatasetInfo,
+    budget: int,
+) -> list[float]:
     """Hard area bound: keep each label's top-``budget`` mask pixels as a binary patch."""
     flat = mask.flatten(1)
     top = flat.topk(budget, dim=1).indices
