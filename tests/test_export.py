@@ -11,6 +11,7 @@ from support.report_store import EXPECTED, SWEEP, small_model
 from none_sweep.cli import main as run_cli
 from none_sweep.config import to_dict
 from none_sweep.experiment import load_experiment, resolve_config
+from none_sweep.tracking.layout import MODEL_RULE_TAG, MODEL_RUN_TAG, SWEEP_TAG
 
 
 def export(store, tmp_path, *argv):
@@ -109,8 +110,8 @@ def test_register_model_creates_a_loadable_version(store, tmp_path, capsys):
     assert mv.run_id == store.run_ids["t4"]
     assert float(mv.tags["asr"]) == 0.015 and float(mv.tags["clean_acc"]) == 0.955
     assert float(mv.tags["baseline_clean_acc"]) == 0.97
-    assert mv.tags["none_sweep.run_id"] == store.run_ids["t4"] and mv.tags["none_sweep.sweep"] == SWEEP
-    assert mv.tags["none_sweep.rule"].startswith("max-asr 0.02")
+    assert mv.tags[MODEL_RUN_TAG] == store.run_ids["t4"] and mv.tags[SWEEP_TAG] == SWEEP
+    assert mv.tags[MODEL_RULE_TAG].startswith("max-asr 0.02")
     mlflow.set_tracking_uri(store.uri)
     mlflow.set_registry_uri(store.uri)
     model = mlflow.pytorch.load_model("models:/none-digits/1")

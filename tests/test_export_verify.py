@@ -6,9 +6,9 @@ import json
 import statistics
 
 import pytest
+from support.report_store import EXPECTED, SWEEP, populate_store
 
-from test_report_store import EXPECTED, SWEEP, populate_store, run_cli
-
+from none_sweep.cli import main as run_cli
 from none_sweep.report import verify
 
 
@@ -18,10 +18,10 @@ def test_seeds_follow_the_config_seed():
 
 
 def test_summary_and_table():
-    results = [{"seed": s, "clean_acc": acc, "asr": asr} for s, acc, asr in
-               [(1, 0.95, 0.02), (2, 0.93, 0.04), (3, 0.94, 0.03)]]
-    summary = verify.summarise(results, {"clean_acc": 0.955, "asr": 0.015}, run_id="r", experiment="e",
-                               config_seed=0)
+    results = [
+        {"seed": s, "clean_acc": acc, "asr": asr} for s, acc, asr in [(1, 0.95, 0.02), (2, 0.93, 0.04), (3, 0.94, 0.03)]
+    ]
+    summary = verify.summarise(results, {"clean_acc": 0.955, "asr": 0.015}, run_id="r", experiment="e", config_seed=0)
     acc = summary["summary"]["clean_acc"]
     assert acc["mean"] == pytest.approx(0.94) and acc["sd"] == pytest.approx(statistics.stdev([0.95, 0.93, 0.94]))
     assert acc["sweep"] == 0.955 and acc["n"] == 3 and summary["seeds"] == [1, 2, 3]
@@ -33,8 +33,9 @@ def test_summary_and_table():
 
 
 def test_verify_seeds_must_be_positive(tmp_path, capsys):
-    rc = run_cli(["export", "--experiment", SWEEP, "--verify-seeds", "0", "--tracking-uri",
-                  f"sqlite:///{tmp_path / 'none.db'}"])
+    rc = run_cli(
+        ["export", "--experiment", SWEEP, "--verify-seeds", "0", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"]
+    )
     assert rc == 2 and "--verify-seeds must be at least 1" in capsys.readouterr().err
 
 
@@ -44,8 +45,21 @@ def test_verify_three_seeds_with_ray(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     store = populate_store(tmp_path / "store")
     out = tmp_path / "best_defense.yaml"
-    rc = run_cli(["export", "--experiment", SWEEP, "--max-asr", "0.02", "--out", str(out), "--verify-seeds", "3",
-                  "--tracking-uri", store.uri])
+    rc = run_cli(
+        [
+            "export",
+            "--experiment",
+            SWEEP,
+            "--max-asr",
+            "0.02",
+            "--out",
+            str(out),
+            "--verify-seeds",
+            "3",
+            "--tracking-uri",
+            store.uri,
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "fresh seeds 1..3 (n=3)" in captured.out

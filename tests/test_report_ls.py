@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import pytest
-
-from test_report_store import populate_store, run_cli
-
+from none_sweep.cli import main as run_cli
 from none_sweep.report.listing import _duration
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return populate_store(tmp_path_factory.mktemp("mlflow"))
 
 
 def test_ls_table(store, capsys):
     rc = run_cli(["ls", "--tracking-uri", store.uri])
     out = capsys.readouterr().out.splitlines()
     assert rc == 0
-    assert out[0].split() == ["SWEEP", "STATUS", "FINISHED", "FAILED", "RUNNING", "BEST", "ASR", "(drop<=0.02)",
-                              "STARTED", "DURATION"]
+    assert out[0].split() == [
+        "SWEEP",
+        "STATUS",
+        "FINISHED",
+        "FAILED",
+        "RUNNING",
+        "BEST",
+        "ASR",
+        "(drop<=0.02)",
+        "STARTED",
+        "DURATION",
+    ]
     rows = {line.split()[0]: line.split() for line in out[1:]}
     assert set(rows) == {"digits-demo", "digits-empty"}
     demo = rows["digits-demo"]

@@ -22,28 +22,30 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from support.net import free_port
 
-COLUMNS = ("asr", "clean_acc", "clean_acc_drop", "defense.max_reset_fraction", "defense.lamda_l",
-           "defense.lamda_h", "defense.finetune_lr")
+COLUMNS = (
+    "asr",
+    "clean_acc",
+    "clean_acc_drop",
+    "defense.max_reset_fraction",
+    "defense.lamda_l",
+    "defense.lamda_h",
+    "defense.finetune_lr",
+)
 HIDE = ("Dataset", "Source", "Models")
 SIZE = (1600, 1000)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float) -> None:
@@ -122,29 +124,32 @@ async def _drive(devtools_port: int, url: str, out: Path) -> dict:
 
     targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{devtools_port}/json/list", timeout=10))
     page = next(t for t in targets if t["type"] == "page")
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-            p = DevTools(ws)
-            await p.call("Page.enable")
-            await p.call("Emulation.setDeviceMetricsOverride", width=SIZE[0], height=SIZE[1], deviceScaleFactor=1,
-                         mobile=False)
-            await p.call("Page.navigate", url=url)
-            await p.until("document.querySelectorAll('[role=gridcell]').length > 0", timeout=120)
-            await asyncio.sleep(2)
-            await p.js(f"({CLICK_BUTTON})('Close')")  # the MLflow Assistant side panel, when open
-            assert await p.js(f"({CLICK_BUTTON})('Columns')"), "no Columns button on the runs page"
-            await p.until("document.querySelector('[data-radix-popper-content-wrapper]') !== null")
-            for label in (*HIDE, *COLUMNS):
-                await p.js(f"({CLICK_MENU_ITEM})({label!r})")
-                await asyncio.sleep(0.3)
-            await p.js("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true}))")
-            await asyncio.sleep(1)
-            await p.js("(() => { const b = document.querySelector('[role=gridcell] button'); if (b) b.click(); })()")
-            await p.until(f"{ROWS}.length > 2", timeout=30)
-            await asyncio.sleep(2)
-            shot = await p.call("Page.captureScreenshot", format="png")
-            out.write_bytes(base64.b64decode(shot["data"]))
-            return {"headers": await p.js(HEADERS), "rows": await p.js(ROWS)}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws,
+    ):
+        p = DevTools(ws)
+        await p.call("Page.enable")
+        await p.call(
+            "Emulation.setDeviceMetricsOverride", width=SIZE[0], height=SIZE[1], deviceScaleFactor=1, mobile=False
+        )
+        await p.call("Page.navigate", url=url)
+        await p.until("document.querySelectorAll('[role=gridcell]').length > 0", timeout=120)
+        await asyncio.sleep(2)
+        await p.js(f"({CLICK_BUTTON})('Close')")  # the MLflow Assistant side panel, when open
+        assert await p.js(f"({CLICK_BUTTON})('Columns')"), "no Columns button on the runs page"
+        await p.until("document.querySelector('[data-radix-popper-content-wrapper]') !== null")
+        for label in (*HIDE, *COLUMNS):
+            await p.js(f"({CLICK_MENU_ITEM})({label!r})")
+            await asyncio.sleep(0.3)
+        await p.js("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true}))")
+        await asyncio.sleep(1)
+        await p.js("(() => { const b = document.querySelector('[role=gridcell] button'); if (b) b.click(); })()")
+        await p.until(f"{ROWS}.length > 2", timeout=30)
+        await asyncio.sleep(2)
+        shot = await p.call("Page.captureScreenshot", format="png")
+        out.write_bytes(base64.b64decode(shot["data"]))
+        return {"headers": await p.js(HEADERS), "rows": await p.js(ROWS)}
 
 
 def screenshot(db: Path, experiment: str, out: Path, chromium: str = "chromium") -> dict:
@@ -159,10 +164,22 @@ def screenshot(db: Path, experiment: str, out: Path, chromium: str = "chromium")
     with tempfile.TemporaryDirectory(prefix="none-sweep-ui-") as tmp:
         tmp_path = Path(tmp)
         ui = [mlflow_bin, "ui", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1", "--port", str(port)]
-        browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                   f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={SIZE[0]},{SIZE[1]}",
-                   "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={devtools}", "about:blank"]
+        browser = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--window-size={SIZE[0]},{SIZE[1]}",
+            "--remote-debugging-address=127.0.0.1",
+            f"--remote-debugging-port={devtools}",
+            "about:blank",
+        ]
         with started(ui, tmp_path / "mlflow.log"):
             wait_http(f"http://127.0.0.1:{port}/health", timeout=240)
             with started(browser, tmp_path / "chromium.log"):
@@ -177,8 +194,7 @@ def test_mlflow_ui_screenshot_shows_the_trials(tmp_path):
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     import numpy as np
     from matplotlib.image import imread
-
-    from test_report_store import SWEEP, TRIALS, populate_store
+    from support.report_store import SWEEP, TRIALS, populate_store
 
     store = populate_store(tmp_path / "store")
     out = tmp_path / "ui.png"

@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         sweep = load_sweep(client, uri, args.experiment, progress=print_progress(sys.stderr))
         chosen_rule = rule_from_args(args.max_asr, args.max_drop, args.knee)
-        trial = select(sweep.trials, chosen_rule, sweep_name=sweep.name)
-        rule = chosen_rule.describe()
+        trial = select(sweep.trials, chosen_rule, sweep_name=sweep.name, goals=sweep.goals)
+        rule = chosen_rule.describe(sweep.goals)
 
     out = export.export_config(client, trial, sweep, rule, args.out)
     print(f"export: {trial.label} of sweep {sweep.name!r} ({rule})")

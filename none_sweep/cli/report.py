@@ -24,7 +24,8 @@ def add_rule_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-drop", type=float, metavar="X",
                    help="lowest ASR among trials with clean_acc_drop <= X (default rule: --max-drop 0.02)")
     g.add_argument("--knee", action="store_true",
-                   help="the Pareto-front trial closest to (min asr, max clean_acc), both axes min-max normalised")
+                   help="the trial of the sweep's feasible Pareto front closest to the best value of each of its "
+                        "objectives (min-max normalised; older sweeps without a record: min asr, max clean_acc)")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -61,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {out} (pareto.png, front.csv, summary.json, report.md); "
           f"{n['finished']}/{n['total']} trials finished, {len(summary['front'])} on the front")
     if chosen:
-        print(f"chosen by {summary['rule']}: run {chosen['run_id']} asr={chosen['asr']:.4f} "
-              f"clean_acc={chosen['clean_acc']:.4f}")
+        values = " ".join(f"{c}={chosen[c]:.4f}" for c in summary["columns"] if chosen.get(c) is not None)
+        print(f"chosen by {summary['rule']}: run {chosen['run_id']} {values}")
     else:
         print(f"no trial meets the rule: {summary['rule_note']}")
     return 0

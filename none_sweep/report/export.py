@@ -15,11 +15,23 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, TrackingError
+from ..text import first_line
+from ..tracking.layout import (
+    CONFIG_ARTIFACT,
+    MODEL_EXPORTED_BY_TAG,
+    MODEL_NAME,
+    MODEL_RULE_TAG,
+    MODEL_RUN_TAG,
+    MODEL_TRIAL_TAG,
+    ROLE_SWEEP,
+    ROLE_TAG,
+    SWEEP_TAG,
+)
+from .model import Sweep, Trial
 from .provenance import code_version, utc_now
-from .runs import ROLE, Sweep, Trial, tracking_call
+from .runs import tracking_call
 
-CONFIG_ARTIFACT = "config.yaml"
-MODEL_ARTIFACT = "model"
+MODEL_ARTIFACT = MODEL_NAME
 #: Final metrics copied into the header and onto registered model versions (when the trial logged them).
 REPORTED_METRICS = ("asr", "clean_acc", "clean_acc_drop", "robust_acc", "asr_reduction", "der")
 #: Run tags that say which code produced a trial, if the sweep logged one; else the sweep run's params.
@@ -44,7 +56,7 @@ def read_config_text(client: Any, uri: str, trial: Trial) -> str:
 
 def check_runnable(text: str, trial: Trial, sweep: Sweep) -> None:
     """The stored config validates with this code version (else ``none-sweep train`` would refuse it)."""
-    from ..config import config_from_dict
+    from ..experiment import resolve_config
 
     source = f"{trial.label} {CONFIG_ARTIFACT}"
     try:
@@ -54,13 +66,13 @@ def check_runnable(text: str, trial: Trial, sweep: Sweep) -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: not a config mapping")
     try:
-        config_from_dict(data, source=source)
+        resolve_config(data, source=source)
     except ConfigError as exc:
         raise ConfigError(f"{exc}; the sweep ran a different none-sweep version ({sweep_code(trial, sweep)})") from None
 
 
 def check_exportable(trial: Trial) -> None:
-    if trial.tags.get(ROLE) == "sweep":
+    if trial.tags.get(ROLE_TAG) == ROLE_SWEEP:
         raise TrackingError(f"run {trial.run_id} is a sweep's parent run; pass a trial's run id or --experiment")
     if trial.status != "FINISHED":
         raise TrackingError(f"{trial.label} is {trial.status}, not FINISHED; export takes finished trials")
@@ -74,6 +86,13 @@ def sweep_code(trial: Trial, sweep: Sweep) -> str:
     return " ".join(found) or "code version not logged"
 
 
+def reported_metrics(trial: Trial, sweep: Sweep) -> dict[str, float]:
+    """The trial's final values of :data:`REPORTED_METRICS` and of the sweep's objectives and constraints."""
+    values = trial.final_metrics
+    keys = dict.fromkeys([*REPORTED_METRICS, *sweep.goals.columns])
+    return {k: float(values[k]) for k in keys if isinstance(values.get(k), (int, float))}
+
+
 def baseline(sweep: Sweep) -> dict[str, float]:
     return {k: sweep.baseline[k] for k in BASELINE_KEYS if k in sweep.baseline}
 
@@ -85,9 +104,7 @@ def _metrics_line(values: dict[str, float]) -> str:
 def provenance(trial: Trial, sweep: Sweep, rule: str) -> dict[str, str]:
     """The facts written into the header and onto a registered model version, as strings."""
     parent = sweep.parent.run_id if sweep.parent else "none"
-    metrics = {k: trial.metrics[k] for k in REPORTED_METRICS if k in trial.metrics}
-    if "clean_acc_drop" not in metrics and trial.clean_acc_drop is not None:
-        metrics["clean_acc_drop"] = trial.clean_acc_drop
+    metrics = reported_metrics(trial, sweep)
     return {
         "experiment": f"{sweep.name} (id {sweep.experiment_id}) at {sweep.tracking_uri}",
         "run": f"{trial.run_id} (ray trial {trial.trial_id or 'n/a'}, run name {trial.run_name}), parent run {parent}",
@@ -122,14 +139,17 @@ def logged_model_uri(client: Any, trial: Trial, sweep: Sweep) -> str | None:
     under ``model/`` (``runs:/ID/model``, MLflow 2 layout); None when it logged no model."""
     try:
         found = client.search_logged_models(
-            [sweep.experiment_id], filter_string=f"source_run_id = '{trial.run_id}' AND name = '{MODEL_ARTIFACT}'",
-            max_results=1)
+            [sweep.experiment_id],
+            filter_string=f"source_run_id = '{trial.run_id}' AND name = '{MODEL_ARTIFACT}'",
+            max_results=1,
+        )
         if len(found):
             return f"models:/{found[0].model_id}"
     except Exception:  # an older server without logged models: fall back to the artifact listing
         pass
-    listed = tracking_call("listing the run's artifacts", sweep.tracking_uri, client.list_artifacts,
-                           trial.run_id, MODEL_ARTIFACT)
+    listed = tracking_call(
+        "listing the run's artifacts", sweep.tracking_uri, client.list_artifacts, trial.run_id, MODEL_ARTIFACT
+    )
     return f"runs:/{trial.run_id}/{MODEL_ARTIFACT}" if len(listed) else None
 
 
@@ -143,22 +163,28 @@ def register_model(client: Any, trial: Trial, sweep: Sweep, rule: str, name: str
     mlflow.set_registry_uri(uri)
     source = logged_model_uri(client, trial, sweep)
     if source is None:
-        raise TrackingError(f"{trial.label} has no logged model under '{MODEL_ARTIFACT}', so there is nothing to "
-                            f"register as {name!r}; the config was exported")
+        raise TrackingError(
+            f"{trial.label} has no logged model under '{MODEL_ARTIFACT}', so there is nothing to "
+            f"register as {name!r}; the config was exported"
+        )
     try:
         version = mlflow.register_model(source, name)
     except mlflow.exceptions.MlflowException as exc:
-        first = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else type(exc).__name__
-        raise TrackingError(f"cannot register {source} as {name!r} at {uri}: {first}") from None
-    tags = {k: str(trial.metrics[k]) for k in REPORTED_METRICS if k in trial.metrics}
+        raise TrackingError(f"cannot register {source} as {name!r} at {uri}: {first_line(exc)}") from None
+    tags = {k: str(v) for k, v in reported_metrics(trial, sweep).items()}
     tags.update({k: str(v) for k, v in baseline(sweep).items()})
     tags.update({
-        "none_sweep.sweep": sweep.name, "none_sweep.run_id": trial.run_id,
-        "none_sweep.trial_id": trial.trial_id or "", "none_sweep.rule": rule,
-        "none_sweep.exported_by": code_version(),
-    })
+        SWEEP_TAG: sweep.name, MODEL_RUN_TAG: trial.run_id, MODEL_TRIAL_TAG: trial.trial_id or "",
+        MODEL_RULE_TAG: rule, MODEL_EXPORTED_BY_TAG: code_version(),
+    })  # fmt: skip
     for key, value in tags.items():
         tracking_call("tagging the model version", uri, client.set_model_version_tag, name, version.version, key, value)
-    tracking_call("describing the model version", uri, client.update_model_version, name, version.version,
-                  f"NONE defense from sweep {sweep.name}, run {trial.run_id}; chosen by {rule}")
+    tracking_call(
+        "describing the model version",
+        uri,
+        client.update_model_version,
+        name,
+        version.version,
+        f"NONE defense from sweep {sweep.name}, run {trial.run_id}; chosen by {rule}",
+    )
     return version

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
-from .runs import PARENT_TAG, ROLE, STATUS_TAG, iter_runs, to_trial, tracking_call
+from ..tracking.layout import BASELINE_PREFIX, ROLE_SWEEP, ROLE_TAG, STATUS_TAG, child_filter
+from .runs import iter_runs, to_trial, tracking_call
 from .selection import Rule
 
 
@@ -33,7 +35,9 @@ def list_sweeps(client: Any, uri: str, max_drop: float) -> list[SweepRow]:
     rule = Rule("max_drop", max_drop)
     rows = []
     for start in range(0, len(ids), 100):  # MLflow caps the experiments per search
-        for page in iter_runs(client, uri, ids[start:start + 100], filter_string=f"tags.`{ROLE}` = 'sweep'"):
+        for page in iter_runs(
+            client, uri, ids[start : start + 100], filter_string=f"tags.`{ROLE_TAG}` = '{ROLE_SWEEP}'"
+        ):
             for run in page:
                 rows.append(_row(client, uri, run, names.get(run.info.experiment_id, "?"), rule))
     return sorted(rows, key=lambda r: -(r.started_ms or 0))
@@ -41,12 +45,12 @@ def list_sweeps(client: Any, uri: str, max_drop: float) -> list[SweepRow]:
 
 def _row(client: Any, uri: str, parent: Any, exp_name: str, rule: Rule) -> SweepRow:
     pid = parent.info.run_id
-    base = parent.data.metrics.get("baseline_clean_acc")
+    base = parent.data.metrics.get(f"{BASELINE_PREFIX}clean_acc")
     trials = []
-    for page in iter_runs(client, uri, [parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{pid}'"):
-        trials += [to_trial(r, base) for r in page if r.data.tags.get(ROLE, "trial") == "trial"]
+    for page in iter_runs(client, uri, [parent.info.experiment_id], filter_string=child_filter(pid)):
+        trials += [to_trial(r, base) for r in page]
     meeting = [t for t in trials if rule.meets(t)]
-    best = min(meeting, key=lambda t: (t.asr, -t.clean_acc)) if meeting else None
+    best = min(meeting, key=lambda t: (t.asr or 0.0, -(t.clean_acc or 0.0))) if meeting else None
     return SweepRow(
         name=exp_name,
         run_id=pid,
@@ -79,11 +83,29 @@ def _duration(start_ms: int | None, end_ms: int | None, now_s: float | None = No
 
 
 def format_table(rows: Sequence[SweepRow], max_drop: float) -> str:
-    header = ["SWEEP", "STATUS", "FINISHED", "FAILED", "RUNNING", f"BEST ASR (drop<={max_drop:g})", "STARTED",
-              "DURATION"]
-    body = [[r.name, r.status, str(r.finished), str(r.failed), str(r.running),
-             "-" if r.best_asr is None else f"{r.best_asr:.4f}", _when(r.started_ms),
-             _duration(r.started_ms, r.ended_ms)] for r in rows]
+    header = [
+        "SWEEP",
+        "STATUS",
+        "FINISHED",
+        "FAILED",
+        "RUNNING",
+        f"BEST ASR (drop<={max_drop:g})",
+        "STARTED",
+        "DURATION",
+    ]
+    body = [
+        [
+            r.name,
+            r.status,
+            str(r.finished),
+            str(r.failed),
+            str(r.running),
+            "-" if r.best_asr is None else f"{r.best_asr:.4f}",
+            _when(r.started_ms),
+            _duration(r.started_ms, r.ended_ms),
+        ]
+        for r in rows
+    ]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     lines = ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *body])
     return "\n".join(line.rstrip() for line in lines)

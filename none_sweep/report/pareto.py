@@ -1,117 +1,111 @@
-"""The ASR / clean-accuracy trade-off: Pareto front, knee point, and the plot.
+"""The trade-off picture: every scored trial on the sweep's first two objectives, the feasible front joined.
 
-Objectives: attack success rate (lower is better) and clean accuracy (higher is better). A trial is on the
-front when no other trial is at least as good on both and strictly better on one.
-
-Knee: normalise each axis to [0, 1] over all finished trials (min–max; a constant axis counts as 0), so the
-ideal point is (asr 0, clean_acc 1); the knee is the front point closest to it in Euclidean distance
-(ties: lower ASR, then higher clean accuracy).
+The front itself is :meth:`.model.Goals.front` (:func:`none_sweep.sweep.pareto.pareto_front` with the sweep's
+objectives and constraints), so the plot shows the front the sweep printed. With ``asr`` and ``clean_acc`` as
+objectives it is the familiar ASR vs clean-accuracy picture, in percent; any other pair is plotted the same way,
+axes named after the metrics and their modes. A single-objective sweep plots its objective against the trials'
+order. Infeasible trials are drawn hollow.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
-from .runs import Trial
+from ..sweep.space import Objective
+from .model import Goals, Trial
 
-Point = tuple[float, float]  # (asr, clean_acc)
-
-
-def dominates(a: Point, b: Point) -> bool:
-    """``a`` is no worse on both objectives and strictly better on one."""
-    return a[0] <= b[0] and a[1] >= b[1] and (a[0] < b[0] or a[1] > b[1])
-
-
-def pareto_front(points: Sequence[Point]) -> list[int]:
-    """Indices of the non-dominated points, by ascending ASR (O(n log n)); duplicates all stay."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front: list[int] = []
-    best: Point | None = None  # the point with the highest clean_acc so far (lowest asr among equals)
-    for i in order:
-        p = points[i]
-        if best is None or not dominates(best, p):
-            front.append(i)
-            if best is None or p[1] > best[1]:
-                best = p
-    return front
+#: Metrics that are fractions in [0, 1]: plotted in percent, under these names.
+PERCENT = {
+    "asr": "attack success rate",
+    "clean_acc": "clean accuracy",
+    "reasr": "REASR",
+    "robust_acc": "robust accuracy",
+    "clean_acc_drop": "clean-accuracy drop",
+}
 
 
-def front_trials(trials: Sequence[Trial]) -> list[Trial]:
-    points = [(t.asr, t.clean_acc) for t in trials]
-    return [trials[i] for i in pareto_front(points)]  # type: ignore[arg-type]
+@dataclass(frozen=True)
+class Marked:
+    """A highlighted point: the chosen trial, the paper's defaults, or the undefended baseline."""
+
+    label: str
+    metrics: dict[str, Any]
+    style: dict[str, Any]
 
 
-def normaliser(trials: Sequence[Trial]):
-    """``f(trial) -> (asr_n, acc_n)`` scaled to [0, 1] by the spread of ``trials``."""
-    asrs = [t.asr for t in trials]
-    accs = [t.clean_acc for t in trials]
-    lo_a, hi_a, lo_c, hi_c = min(asrs), max(asrs), min(accs), max(accs)
-
-    def scale(x: float, lo: float, hi: float) -> float:
-        return (x - lo) / (hi - lo) if hi > lo else 0.0
-
-    def f(t: Trial) -> Point:
-        return scale(t.asr, lo_a, hi_a), scale(t.clean_acc, lo_c, hi_c)
-
-    return f
+def axis_label(objective: Objective) -> str:
+    """``attack success rate (%) — lower is better``; ``loss — lower is better`` for a metric we do not know."""
+    better = "lower" if objective.mode == "min" else "higher"
+    name = f"{PERCENT[objective.metric]} (%)" if objective.metric in PERCENT else objective.metric
+    return f"{name} — {better} is better"
 
 
-def knee_distance(trials: Sequence[Trial]):
-    """``d(trial)``: normalised distance to the ideal (min ASR, max clean accuracy) of ``trials``."""
-    norm = normaliser(trials)
-    has_acc_spread = max(t.clean_acc for t in trials) > min(t.clean_acc for t in trials)
-
-    def d(t: Trial) -> float:
-        a, c = norm(t)
-        return math.hypot(a, (1.0 - c) if has_acc_spread else 0.0)
-
-    return d
+def plot_title(goals: Goals) -> str:
+    """``ASR vs clean accuracy`` for the usual pair, ``reasr vs clean_acc`` otherwise."""
+    names = goals.metrics[:2]
+    if names == ["asr", "clean_acc"]:
+        return "ASR vs clean accuracy"
+    return " vs ".join(names) if len(names) == 2 else f"{names[0]} per trial"
 
 
-def knee(trials: Sequence[Trial]) -> Trial:
-    """The knee of the front of ``trials`` (finished trials; at least one)."""
-    d = knee_distance(trials)
-    return min(front_trials(trials), key=lambda t: (d(t), t.asr, -t.clean_acc))
+def _coord(metrics: dict[str, Any], objective: Objective) -> float | None:
+    value = metrics.get(objective.metric)
+    if value is None:
+        return None
+    return 100 * float(value) if objective.metric in PERCENT else float(value)
+
+
+def _xy(goals: Goals, metrics: dict[str, Any], order: int) -> tuple[float, float] | None:
+    objs = goals.objectives
+    if len(objs) == 1:
+        y = _coord(metrics, objs[0])
+        return None if y is None else (float(order), y)
+    x, y = _coord(metrics, objs[0]), _coord(metrics, objs[1])
+    return None if x is None or y is None else (x, y)
+
+
+def marker(label: str, metrics: dict[str, Any] | None, kind: str) -> Marked | None:
+    """A highlighted point of ``kind`` baseline | paper | chosen (None when there is nothing to mark)."""
+    styles = {
+        "baseline": {"marker": "X", "s": 140, "c": "black", "zorder": 5},
+        "paper": {"marker": "D", "s": 90, "facecolors": "none", "edgecolors": "#00798c", "linewidths": 2,
+                  "zorder": 6},
+        "chosen": {"marker": "*", "s": 260, "c": "#edae49", "edgecolors": "black", "zorder": 7},
+    }  # fmt: skip
+    return None if metrics is None else Marked(label, metrics, styles[kind])
 
 
 def plot_pareto(
-    trials: Sequence[Trial],
-    path: str | Path,
-    *,
-    title: str,
-    baseline: Point | None = None,
-    paper: Trial | None = None,
-    chosen: Trial | None = None,
-    chosen_label: str = "chosen",
-    paper_label: str = "paper defaults (nearest trial)",
+    trials: Sequence[Trial], goals: Goals, path: str | Path, *, title: str, marks: Sequence[Marked | None] = ()
 ) -> Path:
-    """ASR vs clean accuracy for every finished trial; front highlighted and connected. Writes a PNG."""
+    """Every scored trial, the front highlighted (and joined, for two objectives), ``marks`` on top. A PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 6), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    front = front_trials(trials)
+    scored = goals.scored(trials)
+    order = {t.run_id: i for i, t in enumerate(scored)}
+    front = goals.front(scored)
     on_front = {t.run_id for t in front}
-    rest = [t for t in trials if t.run_id not in on_front]
-    ax.scatter([100 * t.asr for t in rest], [100 * t.clean_acc for t in rest], s=22, c="#9aa5b1",
-               alpha=0.8, label=f"other finished trials ({len(rest)})")
-    ax.plot([100 * t.asr for t in front], [100 * t.clean_acc for t in front], "-o", c="#d1495b", ms=6,
-            lw=1.5, label=f"Pareto front ({len(front)})")
-    if baseline is not None:
-        ax.scatter([100 * baseline[0]], [100 * baseline[1]], marker="X", s=140, c="black", zorder=5,
-                   label="undefended baseline")
-    if paper is not None:
-        ax.scatter([100 * paper.asr], [100 * paper.clean_acc], marker="D", s=90, facecolors="none",
-                   edgecolors="#00798c", linewidths=2, zorder=6, label=paper_label)
-    if chosen is not None:
-        ax.scatter([100 * chosen.asr], [100 * chosen.clean_acc], marker="*", s=260, c="#edae49",
-                   edgecolors="black", zorder=7, label=chosen_label)
-    ax.set_xlabel("attack success rate (%) — lower is better")
-    ax.set_ylabel("clean accuracy (%) — higher is better")
+    _scatter(ax, goals, [t for t in scored if t.run_id not in on_front and goals.feasible(t)], order,
+             {"s": 22, "c": "#9aa5b1", "alpha": 0.8}, "other feasible trials")  # fmt: skip
+    _scatter(ax, goals, [t for t in scored if not goals.feasible(t)], order,
+             {"s": 22, "facecolors": "none", "edgecolors": "#9aa5b1"}, "infeasible trials")  # fmt: skip
+    points = [p for t in front if (p := _xy(goals, t.final_metrics, order[t.run_id])) is not None]
+    style = "-o" if len(goals.objectives) == 2 else "o"
+    ax.plot([p[0] for p in points], [p[1] for p in points], style, c="#d1495b", ms=6, lw=1.5,
+            label=f"Pareto front ({len(front)})")  # fmt: skip
+    for mark in marks:
+        if mark is not None and (p := _xy(goals, mark.metrics, -1)) is not None and len(goals.objectives) > 1:
+            ax.scatter([p[0]], [p[1]], label=mark.label, **mark.style)
+    objs = goals.objectives
+    ax.set_xlabel(axis_label(objs[0]) if len(objs) > 1 else "trial (start order)")
+    ax.set_ylabel(axis_label(objs[1] if len(objs) > 1 else objs[0]))
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8, framealpha=0.9)
@@ -119,3 +113,11 @@ def plot_pareto(
     path = Path(path)
     fig.savefig(path, format="png")
     return path
+
+
+def _scatter(
+    ax: Any, goals: Goals, trials: Sequence[Trial], order: dict[str, int], style: dict[str, Any], label: str
+) -> None:
+    points = [p for t in trials if (p := _xy(goals, t.final_metrics, order[t.run_id])) is not None]
+    if points:
+        ax.scatter([p[0] for p in points], [p[1] for p in points], label=f"{label} ({len(points)})", **style)

@@ -15,7 +15,10 @@ def code_version() -> str:
     try:
         out = subprocess.run(
             ["git", "-C", str(root), "describe", "--tags", "--always", "--dirty"],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         out = None

@@ -1,131 +1,44 @@
-"""Read a sweep back from MLflow, following the layout in ``docs/architecture.md``.
+"""Read a sweep back from MLflow, following the layout declared in :mod:`none_sweep.tracking.layout`.
 
-One experiment per sweep; a parent run tagged ``none_sweep.role=sweep`` (baseline metrics) and one child
-run per trial tagged ``none_sweep.role=trial`` (flattened config as params, final metrics, ``config.yaml``
-and a ``model``). Everything else in :mod:`none_sweep.report` works on the :class:`Sweep` built here, so
-only this module knows how MLflow pages runs and stores params as strings.
+One experiment per sweep; a parent run (baseline metrics, the sweep record ``sweep.json``) and one child run per
+trial (flattened config as params, final metrics, ``config.yaml`` and a ``model``). Everything else in
+:mod:`none_sweep.report` works on the :class:`~.model.Sweep` built here, so only this module knows how MLflow
+pages runs, stores params as strings and hands out artifacts.
 """
 
 from __future__ import annotations
 
-import ast
-import math
 import os
-from dataclasses import dataclass, field
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from ..errors import TrackingError
+from ..errors import ConfigError, TrackingError
+from ..sweep.pareto import finite
+from ..sweep.record import SweepRecord
+from ..text import first_line
+from ..tracking.layout import (
+    BASELINE_PREFIX,
+    NUM_SAMPLES_PARAM,
+    PARENT_TAG,
+    RECORD_ARTIFACT,
+    ROLE_SWEEP,
+    ROLE_TAG,
+    ROLE_TRIAL,
+    parse_param,
+)
+from ..tracking.store import sqlite_file
+from .model import Sweep, Trial
 
-ROLE = "none_sweep.role"
-SWEEP_TAG = "none_sweep.sweep"
-STATUS_TAG = "none_sweep.status"
-ERROR_TAG = "none_sweep.error"
-POINT_TAG = "none_sweep.point"
-PARENT_TAG = "mlflow.parentRunId"
-TRIAL_ID_TAG = "ray.trial_id"
+__all__ = ["PAGE_SIZE", "Sweep", "Trial", "load_sweep", "load_trial", "open_client", "print_progress",
+           "read_record", "tracking_call"]  # fmt: skip
 
 #: Runs fetched per MLflow request (one progress line per page).
 PAGE_SIZE = 200
+BASELINE_CLEAN_ACC = f"{BASELINE_PREFIX}clean_acc"
 
 Progress = Callable[[int, "int | None"], None]
-
-
-def parse_param(text: str) -> Any:
-    """MLflow stores params as ``str(value)``: ``"0.05"`` → 0.05, ``"True"`` → True, ``"None"`` → None."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return text
-
-
-def _finite(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One child run: a trial's resolved params (parsed back from strings) and final metrics."""
-
-    run_id: str
-    run_name: str
-    status: str
-    params: dict[str, Any]
-    metrics: dict[str, float]
-    tags: dict[str, str]
-    start_time: int | None = None
-    end_time: int | None = None
-    baseline_clean_acc: float | None = None
-
-    @property
-    def trial_id(self) -> str | None:
-        return self.tags.get(TRIAL_ID_TAG)
-
-    @property
-    def parent_id(self) -> str | None:
-        return self.tags.get(PARENT_TAG)
-
-    @property
-    def asr(self) -> float | None:
-        return _finite(self.metrics.get("asr"))
-
-    @property
-    def clean_acc(self) -> float | None:
-        return _finite(self.metrics.get("clean_acc"))
-
-    @property
-    def clean_acc_drop(self) -> float | None:
-        """Logged ``clean_acc_drop``, else baseline clean accuracy minus this trial's."""
-        drop = _finite(self.metrics.get("clean_acc_drop"))
-        if drop is None and self.clean_acc is not None and self.baseline_clean_acc is not None:
-            drop = self.baseline_clean_acc - self.clean_acc
-        return drop
-
-    @property
-    def finished(self) -> bool:
-        """Completed with both objectives logged: the trials every rule and plot considers."""
-        return self.status == "FINISHED" and self.asr is not None and self.clean_acc is not None
-
-    @property
-    def label(self) -> str:
-        return f"run {self.run_id}" + (f" (trial {self.trial_id})" if self.trial_id else "")
-
-    def describe_metrics(self) -> str:
-        parts = [f"{key}={_fmt(getattr(self, key))}" for key in ("asr", "clean_acc", "clean_acc_drop")]
-        return " ".join(parts)
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
-
-
-@dataclass
-class Sweep:
-    """A sweep's experiment: its parent run(s) and every trial run, in start order."""
-
-    experiment_id: str
-    name: str
-    tracking_uri: str
-    parents: list[Trial] = field(default_factory=list)
-    trials: list[Trial] = field(default_factory=list)
-
-    @property
-    def parent(self) -> Trial | None:
-        """The latest sweep run (a sweep re-run under the same name adds another)."""
-        return self.parents[-1] if self.parents else None
-
-    @property
-    def baseline(self) -> dict[str, float]:
-        if self.parent is None:
-            return {}
-        return {k: v for k, v in self.parent.metrics.items() if k.startswith("baseline_") and _finite(v) is not None}
-
-    @property
-    def finished(self) -> list[Trial]:
-        return [t for t in self.trials if t.finished]
-
-    def count(self, *statuses: str) -> int:
-        return sum(t.status in statuses for t in self.trials)
 
 
 def open_client(tracking_uri: str | None) -> tuple[Any, str]:
@@ -138,20 +51,10 @@ def open_client(tracking_uri: str | None) -> tuple[Any, str]:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in one-line CLI output
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
-    if uri.startswith("sqlite:"):
-        db = sqlite_path(uri)
-        if db is not None and not db.is_file():
-            raise TrackingError(f"no MLflow store at {uri} ({db} does not exist); pass --tracking-uri")
+    db = sqlite_file(uri)
+    if db is not None and not db.is_file():
+        raise TrackingError(f"no MLflow store at {uri} ({db} does not exist); pass --tracking-uri")
     return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """``sqlite:////abs/x.db`` → ``/abs/x.db``; ``sqlite:///rel.db`` → ``rel.db``; in-memory → None."""
-    path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
-    path = path.split("?", 1)[0]
-    if not path or path == ":memory:":
-        return None
-    return Path(path)
 
 
 def tracking_call(what: str, uri: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -161,14 +64,9 @@ def tracking_call(what: str, uri: str, fn: Callable[..., Any], *args: Any, **kwa
     try:
         return fn(*args, **kwargs)
     except MlflowException as exc:
-        raise TrackingError(f"{what} at {uri} failed: {_first_line(exc.message)}") from None
+        raise TrackingError(f"{what} at {uri} failed: {first_line(str(exc.message))}") from None
     except (OSError, ConnectionError) as exc:
-        raise TrackingError(
-            f"{what}: cannot reach the tracking store {uri} ({exc.__class__.__name__}: {exc})") from None
-
-
-def _first_line(text: str) -> str:
-    return (str(text).strip().splitlines() or [""])[0]
+        raise TrackingError(f"{what}: cannot reach the tracking store {uri} ({type(exc).__name__}: {exc})") from None
 
 
 def experiment_names(client: Any, uri: str) -> list[str]:
@@ -193,7 +91,7 @@ def iter_runs(client: Any, uri: str, experiment_ids: list[str], filter_string: s
         page = tracking_call(
             "reading runs", uri, client.search_runs, experiment_ids, filter_string=filter_string,
             max_results=PAGE_SIZE, order_by=["attributes.start_time ASC"], page_token=token,
-        )
+        )  # fmt: skip
         yield list(page)
         token = page.token
         if not token:
@@ -215,8 +113,23 @@ def to_trial(run: Any, baseline_clean_acc: float | None = None) -> Trial:
     )
 
 
+def read_record(client: Any, uri: str, parent: Trial) -> tuple[SweepRecord | None, str]:
+    """The sweep record logged on the parent run, or None and why (no artifact: a sweep made before records)."""
+    with tempfile.TemporaryDirectory(prefix="none-sweep-record-") as tmp:
+        try:
+            local = client.download_artifacts(parent.run_id, RECORD_ARTIFACT, tmp)
+        except Exception:  # MLflow raises several types for a missing artifact
+            return None, f"the parent run {parent.run_id} has no {RECORD_ARTIFACT} (a sweep made before records)"
+        text = Path(local).read_text(encoding="utf-8")
+    try:
+        return SweepRecord.from_text(text, f"run {parent.run_id} {RECORD_ARTIFACT}"), ""
+    except ConfigError as exc:
+        return None, f"its {RECORD_ARTIFACT} cannot be read by this none-sweep ({first_line(exc)})"
+
+
 def load_sweep(client: Any, uri: str, name: str, progress: Progress | None = None) -> Sweep:
-    """Every run of experiment ``name``, split into parents and trials; ``progress(read, expected)`` per page."""
+    """Every run of experiment ``name``, split into parents and trials, and the latest parent's record;
+    ``progress(read, expected)`` per page."""
     exp = find_experiment(client, uri, name)
     runs: list[Any] = []
     expected: int | None = None
@@ -226,41 +139,48 @@ def load_sweep(client: Any, uri: str, name: str, progress: Progress | None = Non
             expected = _expected_runs(runs)
         if progress is not None:
             progress(len(runs), expected)
-    parents = [to_trial(r) for r in runs if r.data.tags.get(ROLE) == "sweep"]
-    baselines = {p.run_id: _finite(p.metrics.get("baseline_clean_acc")) for p in parents}
+    parents = [to_trial(r) for r in runs if r.data.tags.get(ROLE_TAG) == ROLE_SWEEP]
+    baselines = {p.run_id: finite(p.metrics.get(BASELINE_CLEAN_ACC)) for p in parents}
     fallback = baselines[parents[-1].run_id] if parents else None
-    trials = []
-    for run in runs:
-        if run.data.tags.get(ROLE) != "trial":
-            continue
-        parent = run.data.tags.get(PARENT_TAG)
-        trials.append(to_trial(run, baselines.get(parent, fallback)))
-    return Sweep(exp.experiment_id, name, uri, parents, trials)
+    trials = [
+        to_trial(run, baselines.get(run.data.tags.get(PARENT_TAG), fallback))
+        for run in runs
+        if run.data.tags.get(ROLE_TAG) == ROLE_TRIAL
+    ]
+    sweep = Sweep(exp.experiment_id, name, uri, parents, trials)
+    _attach_record(client, uri, sweep)
+    return sweep
+
+
+def _attach_record(client: Any, uri: str, sweep: Sweep) -> None:
+    if sweep.parent is None:
+        sweep.record_note = f"experiment {sweep.name!r} has no sweep run"
+        return
+    sweep.record, sweep.record_note = read_record(client, uri, sweep.parent)
 
 
 def _expected_runs(runs: list[Any]) -> int | None:
     """The sweep's planned trial count (+ parent) when the parent logged one, for ``read 200/1000 runs``."""
     for run in runs:
-        if run.data.tags.get(ROLE) != "sweep":
+        if run.data.tags.get(ROLE_TAG) != ROLE_SWEEP:
             continue
-        for key, value in run.data.params.items():
-            if key.split(".")[-1] in ("num_samples", "trials", "n_trials"):
-                parsed = parse_param(value)
-                if isinstance(parsed, int) and parsed > 0:
-                    return parsed + 1
+        parsed = parse_param(run.data.params.get(NUM_SAMPLES_PARAM, ""))
+        if isinstance(parsed, int) and not isinstance(parsed, bool) and parsed > 0:
+            return parsed + 1
     return None
 
 
 def load_trial(client: Any, uri: str, run_id: str) -> tuple[Trial, Sweep]:
-    """One trial run by id, with the sweep it belongs to (parent runs only; other trials not read)."""
+    """One trial run by id, with the sweep it belongs to (parent run and record only; other trials not read)."""
     run = tracking_call(f"looking up run {run_id}", uri, client.get_run, run_id)
     exp = tracking_call("looking up the run's experiment", uri, client.get_experiment, run.info.experiment_id)
     sweep = Sweep(exp.experiment_id, exp.name, uri)
     parent_id = run.data.tags.get(PARENT_TAG)
     if parent_id:
         sweep.parents.append(to_trial(tracking_call("looking up the parent run", uri, client.get_run, parent_id)))
-    baseline = sweep.parent.metrics.get("baseline_clean_acc") if sweep.parent else None
-    trial = to_trial(run, _finite(baseline))
+    _attach_record(client, uri, sweep)
+    baseline = sweep.parent.metrics.get(BASELINE_CLEAN_ACC) if sweep.parent else None
+    trial = to_trial(run, finite(baseline))
     sweep.trials.append(trial)
     return trial, sweep
 

@@ -1,7 +1,8 @@
 """``none-sweep report``: the Pareto plot, importances and stability of one sweep, as files.
 
 Writes into ``out_dir``: ``pareto.png``, ``front.csv``, ``summary.json`` and ``report.md``; the same files
-are logged to the sweep's parent run under ``report/``.
+are logged to the sweep's parent run under ``report/``. The front, the knee and the plot follow the sweep's
+objectives and constraints from its record (:attr:`.model.Sweep.goals`), so they are the front the sweep printed.
 """
 
 from __future__ import annotations
@@ -9,17 +10,20 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..errors import TrackingError
+from ..tracking.layout import BASELINE_PREFIX, POINT_TAG
 from .importance import param_importances
-from .pareto import front_trials, knee, plot_pareto
+from .markdown import render_markdown
+from .model import Goals, Sweep, Trial
+from .pareto import marker, plot_pareto, plot_title
 from .provenance import code_version, utc_now
-from .runs import POINT_TAG, Sweep, Trial, tracking_call
+from .runs import tracking_call
 from .selection import Rule, select
-from .space import Axis, infer_axes
-from .stability import DEFAULT_K, stability
+from .stability import DEFAULT_K, Axes, stability
 
 #: NONE's published defaults; the report marks the trial nearest to them.
 PAPER_DEFAULTS = {
@@ -28,35 +32,55 @@ PAPER_DEFAULTS = {
     "defense.lamda_h": 0.9,
     "defense.finetune_lr": 1e-4,
 }
+PAPER_POINT = "paper_defaults"
 FILES = ("pareto.png", "front.csv", "summary.json", "report.md")
+#: Metrics every point of ``summary.json`` carries (when the trial logged them), besides the sweep's own.
+POINT_METRICS = ("asr", "clean_acc", "clean_acc_drop", "robust_acc", "der")
 
 
-def paper_defaults_trial(trials: Sequence[Trial], axes: Sequence[Axis] | None = None) -> Trial | None:
+def paper_defaults_trial(trials: Sequence[Trial], axes: Axes) -> Trial | None:
     """The trial tagged ``none_sweep.point=paper_defaults``, else the one nearest to :data:`PAPER_DEFAULTS`
-    over the searched ones among those parameters (None when the sweep searches none of them)."""
+    over the numeric searched keys among them (None when the sweep searches none of them)."""
     for t in trials:
-        if t.tags.get(POINT_TAG) == "paper_defaults" and t.finished:
+        if t.tags.get(POINT_TAG) == PAPER_POINT:
             return t
-    axes = [ax for ax in (axes if axes is not None else infer_axes(trials))
-            if ax.name in PAPER_DEFAULTS and ax.kind != "categorical"]
-    if not axes:
+    near = Axes({k: d for k, d in axes.distributions.items() if k in PAPER_DEFAULTS and axes.numeric(k)})
+    if not near.names or not trials:
         return None
-
-    def d(t: Trial) -> float:
-        return math.sqrt(sum(ax.distance(t.params[ax.name], PAPER_DEFAULTS[ax.name]) ** 2 for ax in axes))
-
-    return min(trials, key=lambda t: (d(t), t.run_id))
+    return min(trials, key=lambda t: (near.distance(t.params, PAPER_DEFAULTS), t.run_id))
 
 
-def _point(t: Trial | None, axes: Sequence[Axis]) -> dict[str, Any] | None:
+def searched_keys(sweep: Sweep, axes: Axes) -> list[str]:
+    """The record's searched keys; for a sweep without a record, the params that differ between its trials."""
+    if axes.names:
+        return axes.names
+    trials = sweep.finished
+    names = sorted({k for t in trials for k in t.params})
+    return [k for k in names if len({repr(t.params.get(k)) for t in trials}) > 1]
+
+
+def point(t: Trial | None, goals: Goals, keys: Sequence[str]) -> dict[str, Any] | None:
     if t is None:
         return None
-    return {
-        "run_id": t.run_id, "trial_id": t.trial_id, "run_name": t.run_name,
-        "asr": t.asr, "clean_acc": t.clean_acc, "clean_acc_drop": t.clean_acc_drop,
-        "robust_acc": t.metrics.get("robust_acc"), "der": t.metrics.get("der"),
-        "params": {ax.name: t.params.get(ax.name) for ax in axes},
-    }
+    values = t.final_metrics
+    metrics = {m: _number(values.get(m)) for m in dict.fromkeys([*POINT_METRICS, *goals.columns])}
+    return {"run_id": t.run_id, "trial_id": t.trial_id, "run_name": t.run_name, **metrics,
+            "feasible": goals.feasible(t), "params": {k: t.params.get(k) for k in keys}}  # fmt: skip
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def choose(sweep: Sweep, rule: Rule) -> tuple[Trial | None, str]:
+    """The trial the rule picks, or None and why; a sweep with no scored trial at all is an error."""
+    goals = sweep.goals
+    if not goals.scored(sweep.trials):
+        select(sweep.trials, Rule("knee"), sweep_name=sweep.name, goals=goals)  # raises "no finished trials"
+    try:
+        return select(sweep.trials, rule, sweep_name=sweep.name, goals=goals), ""
+    except TrackingError as exc:
+        return None, str(exc)
 
 
 def build_report(
@@ -70,32 +94,20 @@ def build_report(
     say: Callable[[str], None] = lambda _line: None,
 ) -> dict[str, Any]:
     """Compute everything, write :data:`FILES` into ``out_dir``, log them to the parent run (``client``)."""
-    finished = sweep.finished
-    if not finished:
-        select(sweep.trials, rule, sweep_name=sweep.name)  # raises the "no finished trials" error
-    try:
-        chosen: Trial | None = select(finished, rule, sweep_name=sweep.name)
-        rule_note = ""
-    except TrackingError as exc:
-        chosen, rule_note = None, str(exc)
-    axes = infer_axes(finished)
-    front = front_trials(finished)
-    knee_trial = knee(finished)
+    chosen, rule_note = choose(sweep, rule)
+    goals, finished = sweep.goals, sweep.finished
+    axes = Axes.of(sweep.record)
+    keys = searched_keys(sweep, axes)
     paper = paper_defaults_trial(finished, axes)
-    base = sweep.baseline
-    baseline = ((base["baseline_asr"], base["baseline_clean_acc"])
-                if "baseline_asr" in base and "baseline_clean_acc" in base else None)
-    say(f"computing importances over {len(axes)} searched parameters")
-    importances = param_importances(finished, evaluator)
-    stab = stability(finished, chosen, rule, k)
+    say(f"objectives from {goals.source}: {goals.describe()}")
+    say(f"computing importances over {len(keys)} searched parameters")
+    importances = param_importances(sweep.record, goals, evaluator)
+    if importances.note:
+        say(importances.note)
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tagged = paper is not None and paper.tags.get(POINT_TAG) == "paper_defaults"
-    plot_pareto(finished, out / "pareto.png", title=f"{sweep.name}: ASR vs clean accuracy",
-                baseline=baseline, paper=paper, chosen=chosen, chosen_label=f"chosen ({rule.kind})",
-                paper_label="paper defaults" + (" (evaluated point)" if tagged else " (nearest trial)"))
-    _write_front_csv(front, axes, out / "front.csv")
+    def pt(t: Trial | None) -> dict[str, Any] | None:
+        return point(t, goals, keys)
+
     summary = {
         "experiment": sweep.name,
         "experiment_id": sweep.experiment_id,
@@ -103,112 +115,66 @@ def build_report(
         "parent_run_id": sweep.parent.run_id if sweep.parent else None,
         "generated": utc_now(),
         "code_version": code_version(),
+        "objectives": [{"metric": o.metric, "mode": o.mode} for o in goals.objectives],
+        "constraints": [c.text for c in goals.constraints],
+        "goals_source": goals.source,
+        "columns": goals.columns,
         "trials": {
-            "total": len(sweep.trials), "finished": len(finished),
-            "failed": sweep.count("FAILED", "KILLED"), "running": sweep.count("RUNNING", "SCHEDULED"),
+            "total": len(sweep.trials),
+            "finished": len(finished),
+            "failed": sweep.count("FAILED", "KILLED"),
+            "running": sweep.count("RUNNING", "SCHEDULED"),
         },
-        "baseline": base,
-        "searched_params": [ax.name for ax in axes],
-        "rule": rule.describe(),
+        "baseline": sweep.baseline,
+        "searched_params": keys,
+        "rule": rule.describe(goals),
         "rule_note": rule_note,
-        "chosen": _point(chosen, axes),
-        "knee": _point(knee_trial, axes),
-        "paper_defaults": _point(paper, axes),
-        "paper_defaults_tagged": tagged,
-        "front": [_point(t, axes) for t in front],
+        "chosen": pt(chosen),
+        "knee": pt(goals.knee(finished)),
+        "paper_defaults": pt(paper),
+        "paper_defaults_tagged": paper is not None and paper.tags.get(POINT_TAG) == PAPER_POINT,
+        "front": [pt(t) for t in goals.front(finished)],
         "importance_evaluator": evaluator,
-        "importances": importances,
-        "stability": stab.to_dict(),
+        "importances": importances.scores,
+        "importance_note": importances.note,
+        "stability": stability(finished, chosen, rule, goals, axes, k).to_dict(),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(render_markdown(summary), encoding="utf-8")
+    write_files(sweep, summary, Path(out_dir), chosen, paper)
     if client is not None and sweep.parent is not None:
         for name in FILES:
             tracking_call("logging the report to the sweep run", sweep.tracking_uri, client.log_artifact,
-                          sweep.parent.run_id, str(out / name), "report")
+                          sweep.parent.run_id, str(Path(out_dir) / name), "report")  # fmt: skip
         say(f"logged {len(FILES)} files to run {sweep.parent.run_id} under report/")
     return summary
 
 
-def _write_front_csv(front: Sequence[Trial], axes: Sequence[Axis], path: Path) -> None:
+def paper_label(summary: dict[str, Any]) -> str:
+    return "paper defaults" + (" (evaluated point)" if summary["paper_defaults_tagged"] else " (nearest trial)")
+
+
+def write_files(sweep: Sweep, summary: dict[str, Any], out: Path, chosen: Trial | None, paper: Trial | None) -> None:
+    """``pareto.png``, ``front.csv``, ``summary.json`` and ``report.md`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    goals = sweep.goals
+    base = sweep.baseline
+    baseline = {m: base[f"{BASELINE_PREFIX}{m}"] for m in goals.metrics if f"{BASELINE_PREFIX}{m}" in base}
+    marks = [
+        marker("undefended baseline", baseline if len(baseline) == len(goals.metrics) else None, "baseline"),
+        marker(paper_label(summary), paper.final_metrics if paper else None, "paper"),
+        marker(f"chosen ({summary['rule'].split(':')[0]})", chosen.final_metrics if chosen else None, "chosen"),
+    ]
+    title = f"{sweep.name}: {plot_title(goals)}"
+    plot_pareto(sweep.finished, goals, out / "pareto.png", title=title, marks=marks)
+    write_front_csv(summary, out / "front.csv")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(render_markdown(summary), encoding="utf-8")
+
+
+def write_front_csv(summary: dict[str, Any], path: Path) -> None:
+    columns, keys = summary["columns"], summary["searched_params"]
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["run_id", "trial_id", "asr", "clean_acc", "clean_acc_drop", *[ax.name for ax in axes]])
-        for t in front:
-            writer.writerow([t.run_id, t.trial_id or "", t.asr, t.clean_acc,
-                             "" if t.clean_acc_drop is None else t.clean_acc_drop,
-                             *[t.params.get(ax.name) for ax in axes]])
-
-
-def _pct(x: Any) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}%"
-
-
-def _row(label: str, p: dict[str, Any] | None) -> str:
-    if p is None:
-        return f"| {label} | – | – | – | – |"
-    return (f"| {label} | `{p['run_id'][:12]}` | {_pct(p['asr'])} | {_pct(p['clean_acc'])} | "
-            f"{_pct(p['clean_acc_drop'])} |")
-
-
-def render_markdown(s: dict[str, Any]) -> str:
-    n = s["trials"]
-    base = s["baseline"]
-    lines = [
-        f"# Sweep report: {s['experiment']}",
-        "",
-        f"Generated {s['generated']} by {s['code_version']} from `{s['tracking_uri']}` "
-        f"(parent run `{s['parent_run_id']}`).",
-        "",
-        f"Trials: {n['total']} ({n['finished']} finished, {n['failed']} failed, {n['running']} running). "
-        f"Undefended baseline: ASR {_pct(base.get('baseline_asr'))}, "
-        f"clean accuracy {_pct(base.get('baseline_clean_acc'))}.",
-        "",
-        "![ASR vs clean accuracy](pareto.png)",
-        "",
-        "## Points",
-        "",
-        "| point | run | ASR | clean acc | clean-acc drop |",
-        "|---|---|---|---|---|",
-        _row(f"chosen ({s['rule']})", s["chosen"]),
-        _row("knee of the front", s["knee"]),
-        _row("paper defaults" + (" (evaluated point)" if s["paper_defaults_tagged"] else " (nearest trial)"),
-             s["paper_defaults"]),
-        "",
-    ]
-    if s["rule_note"]:
-        lines += [f"No trial meets the rule: {s['rule_note']}", ""]
-    if s["chosen"]:
-        lines += ["Chosen settings: " + ", ".join(f"`{k}={v}`" for k, v in s["chosen"]["params"].items()), ""]
-    lines += [f"## Pareto front ({len(s['front'])} trials)", "",
-              "| run | ASR | clean acc | " + " | ".join(s["searched_params"]) + " |",
-              "|---|---|---|" + "---|" * len(s["searched_params"])]
-    for p in s["front"]:
-        vals = " | ".join(_short(p["params"].get(k)) for k in s["searched_params"])
-        lines.append(f"| `{p['run_id'][:12]}` | {_pct(p['asr'])} | {_pct(p['clean_acc'])} | {vals} |")
-    lines += ["", f"## Parameter importance ({s['importance_evaluator']} evaluator, Optuna)", ""]
-    imps = s["importances"]
-    if not any(imps.values()):
-        lines += ["Not enough finished trials (or no varying parameter) to estimate importances.", ""]
-    else:
-        objectives = list(imps)
-        lines += ["| parameter | " + " | ".join(objectives) + " |", "|---|" + "---|" * len(objectives)]
-        for param in s["searched_params"]:
-            lines.append(f"| {param} | " + " | ".join(f"{imps[o].get(param, 0.0):.3f}" for o in objectives) + " |")
-        lines.append("")
-    st = s["stability"]
-    lines += ["## Stability", "",
-              f"- {st['meeting']} of {st['finished']} finished trials ({100 * st['share_meeting']:.1f}%) "
-              f"meet the rule ({st['rule']})."]
-    if st["asr"]:
-        a, c = st["asr"], st["clean_acc"]
-        lines.append(
-            f"- Among the {len(st['neighbours'])} trials nearest to the chosen one in normalised parameter space: "
-            f"ASR {_pct(a['mean'])} ± {_pct(a['sd'])} (range {_pct(a['min'])}–{_pct(a['max'])}), clean accuracy "
-            f"{_pct(c['mean'])} ± {_pct(c['sd'])} (range {_pct(c['min'])}–{_pct(c['max'])})."
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _short(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+        writer.writerow(["run_id", "trial_id", *columns, *keys])
+        for p in summary["front"]:
+            row = [p["run_id"], p["trial_id"] or "", *("" if p[c] is None else p[c] for c in columns)]
+            writer.writerow(row + [p["params"].get(k) for k in keys])

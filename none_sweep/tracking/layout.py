@@ -44,6 +44,13 @@ FRONT_ARTIFACT = "pareto_front.csv"
 BASELINE_ARTIFACT = "baseline_config.yaml"
 CONFIG_ARTIFACT = "config.yaml"
 MODEL_NAME = "model"
+REPORT_FOLDER = "report"  # parent: `none-sweep report`'s files (pareto.png, front.csv, summary.json, report.md)
+
+# tags of a model version registered by `none-sweep export --register-model` (besides SWEEP_TAG)
+MODEL_RUN_TAG = "none_sweep.run_id"
+MODEL_TRIAL_TAG = "none_sweep.trial_id"
+MODEL_RULE_TAG = "none_sweep.rule"
+MODEL_EXPORTED_BY_TAG = "none_sweep.exported_by"
 
 BASELINE_PREFIX = "baseline_"  # parent metrics: baseline_clean_acc, baseline_asr, ...
 SWEEP_PARAM_PREFIX = "sweep."  # parent params: sweep.num_samples, sweep.objectives, ...
