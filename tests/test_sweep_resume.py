@@ -195,7 +195,7 @@ def test_ctrl_c_stops_cleanly_prints_the_resume_command_and_resume_finishes(tmp_
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
         try:
             deadline = time.monotonic() + 600
-            while "Trial status" not in out.read_text():
+            while "none-sweep: trial" not in out.read_text():
                 assert proc.poll() is None and time.monotonic() < deadline, out.read_text()[-3000:]
                 time.sleep(0.5)
             time.sleep(5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,12 +25,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="override a key of the space's base config, e.g. --set train.epochs=4 (repeatable)",
     )
     p.add_argument("--verbose", action="store_true", help="Ray's own trial tables instead of one line per event")
+    p.add_argument("--export", metavar="FILE",
+                   help="when the sweep has finished: report it, export the lowest-ASR trial within its clean-accuracy "
+                        "drop constraint (else 2 points) to FILE, attach both to the sweep's MLflow parent run and "
+                        "print the verdict")  # fmt: skip
+    p.add_argument("--report-dir", metavar="DIR", help="with --export: the report's folder (default: reports/NAME)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..sweep.runner import SweepOptions, run_sweep
+    from ..sweep.runner import SweepOptions, sweep_and_record
 
     for flag, value in (("--num-samples", args.num_samples), ("--max-concurrent", args.max_concurrent)):
         if value is not None and value < 1:
@@ -39,4 +45,11 @@ def run(args: argparse.Namespace) -> int:
         storage=args.storage, tracking_uri=args.tracking_uri, address=args.address, resume=args.resume,
         overrides=list(args.overrides), verbose=args.verbose,
     )  # fmt: skip
-    return run_sweep(options)
+    code, record = sweep_and_record(options)
+    if code == 0 and args.export:
+        from ..report.publish import publish
+
+        out = Path(args.report_dir) if args.report_dir else Path("reports") / record.name
+        verdict = publish(record.name, record.tracking_uri, out, Path(args.export), say=print)
+        print(verdict.line(), flush=True)
+    return code

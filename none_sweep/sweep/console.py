@@ -77,8 +77,10 @@ def closing(record: SweepRecord, storage: SweepStorage, status: str, totals: Map
     say(f"Ray results: {storage.experiment_path}   Optuna study: {storage.journal_path()} (study {record.name!r})")
 
 
-def sync_hint(record: SweepRecord, stale: Sequence[str], say: Say) -> None:
-    say(f"warning: MLflow misses parts of {len(stale)} trial(s) (it was unreachable); back-fill with:")
+def sync_hint(record: SweepRecord, stale: Sequence[str] | None, say: Say) -> None:
+    """``stale``: the trials MLflow lacks; None when MLflow could not even be asked."""
+    what = "the sweep's trials" if stale is None else f"{len(stale)} trial(s)"
+    say(f"warning: MLflow missed parts of {what} while it was unreachable; back-fill with:")
     say(f"  none-sweep sync-mlflow --name {shlex.quote(record.name)} --storage {shlex.quote(record.storage)}")
 
 

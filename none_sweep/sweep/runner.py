@@ -52,6 +52,11 @@ class SweepOptions:
 
 def run_sweep(opts: SweepOptions, say: Say = console.say_line) -> int:
     """Run (or resume) a sweep; returns the exit code (0 done, 130 interrupted)."""
+    return sweep_and_record(opts, say)[0]
+
+
+def sweep_and_record(opts: SweepOptions, say: Say = console.say_line) -> tuple[int, SweepRecord]:
+    """:func:`run_sweep`, also returning the sweep's record (its name, tracking store, objectives)."""
     from ..tracking import default_tracking_uri
 
     os.environ.pop("MLFLOW_RUN_ID", None)  # never let an outer MLflow run capture the sweep or leak to workers
@@ -60,10 +65,10 @@ def run_sweep(opts: SweepOptions, say: Say = console.say_line) -> int:
     console.log_to_stderr()
     record = resolve_sweep(opts, default_tracking_uri("."))
     try:
-        return _run(record, opts, say)
+        return _run(record, opts, say), record
     except KeyboardInterrupt:
         say(f"\ninterrupted. Resume with:\n  {record.resume_command()}")
-        return 130
+        return 130, record
 
 
 def resolve_sweep(opts: SweepOptions, default_uri: str) -> SweepRecord:
@@ -161,9 +166,11 @@ def _summarise(record: SweepRecord, storage: SweepStorage, tracker: SweepTracker
 
     _best_effort(finish, "closing the parent run", say)
     console.closing(record, storage, status, tally(trials), len(trials), elapsed, rows, say)
-    stale: list[str] = []
-    _best_effort(lambda: stale.extend(out_of_step(tracker.children(), trials)), "checking the trial runs", say)
-    if stale:
+    try:
+        stale: list[str] | None = out_of_step(tracker.children(), trials)
+    except Exception:  # MLflow is still down: it cannot say what it lacks, so everything may need a back-fill
+        stale = None
+    if stale is None or stale:
         console.sync_hint(record, stale, say)
     if status == "interrupted":
         say(f"interrupted. Resume with:\n  {record.resume_command()}")

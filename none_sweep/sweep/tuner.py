@@ -17,6 +17,8 @@ def fit(record: SweepRecord, storage: SweepStorage, baseline: Mapping[str, Any],
     journal = storage.journal_path()
     if not storage.is_local and resume and not journal.exists():
         storage.copy_from(JOURNAL_FILE, journal)
+    if not verbose:
+        quiet_libraries()
     t0 = time.time()
     if resume:
         tuner = _restored(record, storage, baseline)
@@ -85,6 +87,20 @@ def _new(record: SweepRecord, storage: SweepStorage, baseline: Mapping[str, Any]
             checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
         ),
     )
+
+
+def quiet_libraries() -> None:
+    """Ray's boxed experiment table and TensorBoard hint, and Optuna's "new study" line, are not news here.
+
+    ``RAY_AIR_NEW_OUTPUT=0`` selects Ray Tune's classic reporter, which ``verbose=0`` silences completely (the
+    new one prints its header at every verbosity); a value the user set is kept.
+    """
+    import os
+
+    import optuna
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def scheduler(space: SweepSpace) -> Any:

@@ -44,6 +44,8 @@ FRONT_ARTIFACT = "pareto_front.csv"
 BASELINE_ARTIFACT = "baseline_config.yaml"
 CONFIG_ARTIFACT = "config.yaml"
 MODEL_NAME = "model"
+CHOSEN_ARTIFACT = "best_defense.yaml"  # parent: the defense `sweep --export` chose
+NOTE_TAG = "mlflow.note.content"  # parent: MLflow's run description (baseline, chosen point, how to export)
 REPORT_FOLDER = "report"  # parent: `none-sweep report`'s files (pareto.png, front.csv, summary.json, report.md)
 
 # tags of a model version registered by `none-sweep export --register-model` (besides SWEEP_TAG)

@@ -121,9 +121,10 @@ class SweepTracker:
     def parent_run(self, params: Mapping[str, Any], artifacts: Mapping[str, str], resume: bool) -> Iterator[str]:
         """The sweep's parent run for the length of a block; yields its id.
 
-        Whatever ends the block, the run does not stay RUNNING: Ctrl-C closes it ``interrupted``, an error
-        ``failed``; a block that ends normally must have called :meth:`finish_parent` (else ``failed``).
-        The closing is best effort: MLflow being unreachable then must not hide why the sweep stopped.
+        Ctrl-C closes it ``interrupted`` and an error ``failed``, so neither leaves it RUNNING. A block that ends
+        normally closes it itself (:meth:`finish_parent`, with the front and totals); if MLflow was unreachable
+        then, the run is left for ``sync-mlflow``, which closes it from the sweep's records. The closing here is
+        best effort: MLflow being unreachable must not hide why the sweep stopped.
         """
         try:
             run_id = self.start_parent(params, artifacts, resume)
@@ -141,8 +142,6 @@ class SweepTracker:
         except BaseException:
             self._close_quietly("failed")
             raise
-        if not self._parent_closed:
-            self._close_quietly("failed")
 
     def _close_quietly(self, status: str) -> None:
         if getattr(self, "_parent_closed", False):
