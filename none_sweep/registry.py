@@ -6,7 +6,8 @@ name is one clear error listing the choices. No if/elif over names anywhere else
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from .errors import ConfigError
 from .text import did_you_mean

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Idempotent set-up on a fresh Debian machine: a venv with none-sweep and its dev extras, and the
-# Fashion-MNIST IDX files from Debian's dataset-fashion-mnist package (the default dataset).
+# Idempotent set-up on a fresh Debian machine: a venv with none-sweep (plus the extras named as arguments, e.g.
+# `dev` for the tests) and the Fashion-MNIST IDX files from Debian's dataset-fashion-mnist package (the default
+# dataset). Quiet: pip's own notices (index locations, pip upgrades) are filtered; errors still show.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-.venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+TARGET="."
+if [ "$#" -gt 0 ]; then TARGET=".[$(IFS=,; echo "$*")]"; fi
+quiet_pip() {  # a failed install is caught by the import check below
+  .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2>&1 \
+    | grep -v -e "is ignored" -e "^\[notice\]" -e "^$" || true
+}
+quiet_pip --upgrade pip
+quiet_pip -e "$TARGET"
 .venv/bin/python -c "import none_sweep, torch, ray, optuna, mlflow" \
   || { echo "setup: installing none-sweep failed" >&2; exit 1; }
 if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..tracking.layout import BASELINE_PREFIX, CHOSEN_ARTIFACT, NOTE_TAG, REPORT_FOLDER
+from ..tracking.layout import BASELINE_PREFIX, CHOSEN_ARTIFACT, NOTE_TAG, PLOT_ARTIFACT, REPORT_FOLDER
 from . import export
 from .model import Sweep, Trial
 from .runs import load_sweep, open_client, tracking_call
@@ -61,7 +61,7 @@ def publish(name: str, tracking_uri: str, out_dir: Path, export_path: Path | Non
         exported = export.export_config(client, chosen, sweep, rule.describe(sweep.goals), export_path)
     verdict = Verdict(chosen, baseline, exported, summary.get("rule_note") or "")
     if sweep.parent is not None:
-        _attach(client, uri, sweep, exported, verdict, rule)
+        _attach(client, uri, sweep, out_dir, exported, verdict, rule)
     say(f"report: {out_dir} (pareto.png, front.csv, summary.json, report.md); also on the sweep's parent run")
     return verdict
 
@@ -71,9 +71,12 @@ def _chosen(sweep: Sweep, summary: dict[str, Any]) -> Trial | None:
     return next((t for t in sweep.trials if t.run_id == picked.get("run_id")), None)
 
 
-def _attach(client: Any, uri: str, sweep: Sweep, exported: Path | None, verdict: Verdict, rule: Rule) -> None:
+def _attach(client: Any, uri: str, sweep: Sweep, out_dir: Path, exported: Path | None, verdict: Verdict,
+            rule: Rule) -> None:  # fmt: skip
+    """The plot at the top of the parent's artifacts (where the UI shows it first), the chosen defense, the note."""
     assert sweep.parent is not None
     run_id = sweep.parent.run_id
+    tracking_call("logging the Pareto plot", uri, client.log_artifact, run_id, str(out_dir / PLOT_ARTIFACT))
     if exported is not None:
         tracking_call("logging the chosen defense", uri, client.log_artifact, run_id, str(exported))
         if exported.name != CHOSEN_ARTIFACT:
@@ -98,7 +101,7 @@ def description(sweep: Sweep, verdict: Verdict, rule: Rule) -> str:
     else:
         lines.append(f"- No trial met {rule.describe(goals)}: {verdict.why_none}")
     lines += [
-        f"- Pareto plot: artifact `{REPORT_FOLDER}/pareto.png`; front table: `{REPORT_FOLDER}/front.csv`; "
+        f"- Pareto plot: artifact `{PLOT_ARTIFACT}`; front table: `{REPORT_FOLDER}/front.csv`; "
         f"chosen defense: `{CHOSEN_ARTIFACT}`.",
         f"- Export again: `none-sweep export --experiment {sweep.name} --max-drop {rule.limit:g} "
         "--out best_defense.yaml`, then `none-sweep train best_defense.yaml`.",

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..tracking.layout import ui_route
 from .pareto import format_table
 from .record import SweepRecord
 from .storage import SweepStorage
@@ -60,7 +61,8 @@ def header(record: SweepRecord, storage: SweepStorage, total: Mapping[str, float
 
 
 def closing(record: SweepRecord, storage: SweepStorage, status: str, totals: Mapping[str, float], ran: int,
-            elapsed: float, rows: Sequence[Mapping[str, Any]] | None, say: Say) -> None:  # fmt: skip
+            elapsed: float, rows: Sequence[Mapping[str, Any]] | None, say: Say,
+            experiment_id: str | None = None) -> None:  # fmt: skip
     space = record.space
     say("")
     say(f"sweep {record.name!r} {status}: {ran}/{record.num_samples} trials, "
@@ -73,7 +75,7 @@ def closing(record: SweepRecord, storage: SweepStorage, status: str, totals: Map
         params = [p.key for p in space.params if any(p.key in r for r in rows)][:4]
         say(format_table(rows, metric_columns(space), params))
     say("")
-    say(where_to_look(record.tracking_uri, record.name))
+    say(where_to_look(record.tracking_uri, record.name, experiment_id))
     say(f"Ray results: {storage.experiment_path}   Optuna study: {storage.journal_path()} (study {record.name!r})")
 
 
@@ -84,10 +86,14 @@ def sync_hint(record: SweepRecord, stale: Sequence[str] | None, say: Say) -> Non
     say(f"  none-sweep sync-mlflow --name {shlex.quote(record.name)} --storage {shlex.quote(record.storage)}")
 
 
-def where_to_look(uri: str, name: str) -> str:
-    """The MLflow UI for this store: a tracking server is its own UI; a database needs ``mlflow ui``."""
+def where_to_look(uri: str, name: str, experiment_id: str | None = None) -> str:
+    """The MLflow UI for this store: a tracking server is its own UI; a database needs ``mlflow ui``.
+
+    With the experiment's id the link opens its runs table (MLflow 3 otherwise lands on its GenAI overview).
+    """
+    route = f"/{ui_route(experiment_id)}" if experiment_id else ""
     if uri.startswith(("http://", "https://")):
-        return f"MLflow experiment {name!r}: open {uri} in a browser"
+        return f"MLflow experiment {name!r}: open {uri.rstrip('/')}{route} in a browser"
     return (f"MLflow experiment {name!r}; open the UI with:\n"
             f"  mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000\n"
-            f"  then http://127.0.0.1:5000 (experiment {name!r}; Chart view: asr vs clean_acc)")  # fmt: skip
+            f"  then http://127.0.0.1:5000{route} (Chart view: asr vs clean_acc)")  # fmt: skip

@@ -165,7 +165,8 @@ def _summarise(record: SweepRecord, storage: SweepStorage, tracker: SweepTracker
         rows = summary.finish(record, storage, tracker, trials, status, elapsed=elapsed)
 
     _best_effort(finish, "closing the parent run", say)
-    console.closing(record, storage, status, tally(trials), len(trials), elapsed, rows, say)
+    experiment_id = tracker.known_experiment_id
+    console.closing(record, storage, status, tally(trials), len(trials), elapsed, rows, say, experiment_id)
     try:
         stale: list[str] | None = out_of_step(tracker.children(), trials)
     except Exception:  # MLflow is still down: it cannot say what it lacks, so everything may need a back-fill

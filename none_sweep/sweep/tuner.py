@@ -20,10 +20,7 @@ def fit(record: SweepRecord, storage: SweepStorage, baseline: Mapping[str, Any],
     if not verbose:
         quiet_libraries()
     t0 = time.time()
-    if resume:
-        tuner = _restored(record, storage, baseline)
-    else:
-        tuner = _new(record, storage, baseline, total, verbose)
+    tuner = _restored(record, storage, baseline) if resume else _new(record, storage, baseline, total, verbose)
     tuner.fit()
     if not storage.is_local and journal.exists():
         storage.copy_to(journal, JOURNAL_FILE)

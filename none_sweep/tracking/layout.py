@@ -44,6 +44,7 @@ FRONT_ARTIFACT = "pareto_front.csv"
 BASELINE_ARTIFACT = "baseline_config.yaml"
 CONFIG_ARTIFACT = "config.yaml"
 MODEL_NAME = "model"
+PLOT_ARTIFACT = "pareto.png"  # parent: the Pareto plot of `sweep --export` (also under REPORT_FOLDER)
 CHOSEN_ARTIFACT = "best_defense.yaml"  # parent: the defense `sweep --export` chose
 NOTE_TAG = "mlflow.note.content"  # parent: MLflow's run description (baseline, chosen point, how to export)
 REPORT_FOLDER = "report"  # parent: `none-sweep report`'s files (pareto.png, front.csv, summary.json, report.md)
@@ -132,3 +133,9 @@ def parent_filter(sweep: str) -> str:
     """MLflow's search filter for a sweep's parent run(s)."""
     quoted = sweep.replace("'", "\\'")
     return f"tags.`{ROLE_TAG}` = '{ROLE_SWEEP}' and tags.`{SWEEP_TAG}` = '{quoted}'"
+
+
+def ui_route(experiment_id: str) -> str:
+    """The MLflow UI route of a sweep's runs table. MLflow 3's UI picks its landing page from a workflow type
+    (default: GenAI's overview), so the route names the model-training one."""
+    return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"

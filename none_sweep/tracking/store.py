@@ -95,6 +95,11 @@ class SweepTracker:
                     self.client.set_experiment_tag(self._experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return self._experiment_id
 
+    @property
+    def known_experiment_id(self) -> str | None:
+        """The experiment's id if this tracker has already looked it up (never a call to MLflow)."""
+        return self._experiment_id
+
     def _artifact_root(self) -> str | None:
         """Next to a sqlite store (not in whatever folder the driver happens to run in)."""
         db = sqlite_file(self.uri)

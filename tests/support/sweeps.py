@@ -51,5 +51,10 @@ def run_digits_sweep(root: Path, name: str = "digits-test", space: Path = DIGITS
         space_path=str(space), name=name, storage=str(storage), tracking_uri=f"sqlite:///{root / 'mlflow.db'}"
     )
     code = run_sweep(opts, say=lines.append)
+    if code == 0:  # what `none-sweep sweep --export` adds: the report and the chosen defense on the parent run
+        from none_sweep.report.publish import publish
+
+        verdict = publish(name, opts.tracking_uri, root / "report", root / "best_defense.yaml", say=lines.append)
+        lines.append(verdict.line())
     trials = ray_trials(storage, name) if (storage / name).is_dir() else []
     return FinishedSweep(name, root, storage, opts.tracking_uri, opts, code, lines, trials)
