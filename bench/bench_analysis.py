@@ -26,7 +26,8 @@ import functools
 import itertools
 import math
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

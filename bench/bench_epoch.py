@@ -22,8 +22,9 @@ import argparse
 import gc
 import itertools
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

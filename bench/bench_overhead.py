@@ -156,16 +156,19 @@ class Stack:
             mlflow.set_tracking_uri(self.uri)
             mlflow.set_experiment(self.sweep)
             return "ray.air.integrations.mlflow.MLflowLoggerCallback", time.perf_counter() - t0
-        SweepTracker(self.uri, self.sweep).start_parent({"bench": "overhead"}, self.space.text, resume=False)
+        SweepTracker(self.uri, self.sweep).start_parent({"bench": "overhead"}, {"space.yaml": self.space.text},
+                                                        resume=False)  # fmt: skip
         return "none_sweep.tracking.callback.MlflowSweepCallback", time.perf_counter() - t0
 
     def callbacks(self, run: str) -> list[Any]:
         if not self.tracking:
             return []
         if self.kind.startswith("none_sweep"):
+            from none_sweep.config import to_dict
             from none_sweep.tracking.callback import MlflowSweepCallback
 
-            inner: Any = MlflowSweepCallback(self.uri, self.sweep, self.space)
+            resolve = lambda sampled: to_dict(self.space.trial_config(sampled))  # noqa: E731
+            inner: Any = MlflowSweepCallback(self.uri, self.sweep, resolve)
         else:
             from ray.air.integrations.mlflow import MLflowLoggerCallback
 

@@ -97,7 +97,7 @@ class GpuSampler:
         self.mem: list[float] = []
         self.proc: subprocess.Popen[str] | None = None
 
-    def __enter__(self) -> "GpuSampler":
+    def __enter__(self) -> GpuSampler:
         try:
             self.proc = subprocess.Popen(
                 ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits", "-lms", "200"],
@@ -168,7 +168,7 @@ def run_sweep(space: Any, trials: int, packing: int, cache: bool, device: str, c
 
 
 class _Null:
-    def __enter__(self) -> "_Null":
+    def __enter__(self) -> _Null:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -110,7 +110,7 @@ def test_overhead_arithmetic() -> None:
 
 
 def test_overhead_epoch_result_is_what_the_trainable_reports() -> None:
-    from none_sweep.sweep.space import EPOCH_METRICS
+    from none_sweep.train.metrics import EPOCH_METRICS
 
     result = bench_overhead.epoch_result(3, final=True)
     assert set(EPOCH_METRICS) <= set(result) and result["final"] == 1
@@ -169,3 +169,72 @@ def test_attack_table_reuses_a_baseline_only_for_the_same_attacked_model() -> No
     assert not any("reusing" in line for line in lines)  # another attacked model: trained again
     assert other["undefended_config"]["attack"]["poison_rate"] == 0.2
     assert "| digits_badnets |" in attack_table.table({"digits_badnets": tuned})
+
+
+# --------------------------------------------------------------------------- gpu_suite (the prepared device run)
+def test_gpu_suite_steps_are_real_modules_and_fit_the_eight_minutes() -> None:
+    import importlib.util
+
+    from bench import gpu_suite
+
+    for step in gpu_suite.STEPS:
+        for argv in (step.full, step.quick):
+            if argv is not None:
+                assert importlib.util.find_spec(argv[0]) is not None, argv
+    assert sum(s.budget_full for s in gpu_suite.STEPS) <= gpu_suite.DEADLINE_S <= 8 * 60
+    assert all(s.quick is not None for s in gpu_suite.STEPS if s.name != "sweep-cache")
+
+
+def test_gpu_suite_runs_steps_keeps_figures_stops_a_slow_step_and_skips_past_the_deadline(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    from pathlib import Path
+
+    from bench import gpu_suite
+
+    (tmp_path / "suite_ok.py").write_text("print('noise'); print('figure: answer = 42'); print('| a | b |')\n")
+    (tmp_path / "suite_slow.py").write_text("import time\nprint('figure: started', flush=True)\ntime.sleep(120)\n")
+    root = Path(__file__).parents[1]
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{root}")
+    steps = (gpu_suite.Step("ok", "prints figures", ("suite_ok",), ("suite_ok",), 5, 5),
+             gpu_suite.Step("slow", "outlasts its budget", ("suite_slow",), ("suite_slow",), 3, 3),
+             gpu_suite.Step("late", "no time left", ("suite_ok",), ("suite_ok",), 60, 60))  # fmt: skip
+    monkeypatch.setattr(gpu_suite, "STEPS", steps)
+    monkeypatch.setattr(gpu_suite, "STEP_NAMES", [s.name for s in steps])
+    monkeypatch.setattr(gpu_suite, "environment", lambda log: {"machine": "test"})  # no Ray/MLflow imports here
+    out = tmp_path / "out"
+    # 10 s: "ok" starts (it needs its 5 s budget), "slow" is stopped after 3 s, then < 20 s are left for "late"
+    assert gpu_suite.main(["--quick", "--out", str(out), "--deadline", "10"]) == 1  # not every step passed
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(s["name"], s["status"]) for s in summary["steps"]] == [("ok", "ok"), ("slow", "timeout"),
+                                                                   ("late", "skipped")]  # fmt: skip
+    figures = (out / "figures.md").read_text()
+    assert "figure: answer = 42" in figures and "| a | b |" in figures and "figure: started" in figures
+    assert "noise" not in figures and "noise" in (out / "suite.log").read_text()
+
+
+def test_gpu_suite_checks_pass_on_the_cpu() -> None:
+    """The dry run's cheapest part: the analysis checks of the device run, on the CPU."""
+    from bench import gpu_suite_checks
+
+    gpu_suite_checks.check_autocast_analysis(CPU)
+    gpu_suite_checks.check_analysis_memory(CPU, 64, "small_cnn")
+    assert gpu_suite_checks.FAILED == []
+
+
+@pytest.mark.parametrize("cuda", [True, False])
+def test_gpu_suite_smoke_data_and_space_go_through_the_product(tmp_path, cuda: bool) -> None:
+    from bench import gpu_suite_smoke
+    from none_sweep.config import DataConfig
+    from none_sweep.data import load_dataset
+    from none_sweep.sweep.space import space_from_dict
+
+    root = gpu_suite_smoke.write_cifar(tmp_path, train=50, test=20)
+    data = load_dataset(DataConfig(name="cifar10", root=str(root), augment=False), seed=0)  # torchvision's layout
+    assert data.train_x.shape == (50, 3, 32, 32) and len(data.test_y) == 20
+    space = space_from_dict(gpu_suite_smoke.space(root, cuda=cuda, quick=False), source="smoke")
+    assert space.num_samples == 4 and space.resources.gpu == (0.25 if cuda else 0)
+    assert space.trial_config({"defense.max_reset_fraction": 0.1, "defense.lamda_l": 0.1}).model.name == (
+        "resnet18" if cuda else "small_cnn"
+    )

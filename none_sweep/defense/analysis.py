@@ -19,8 +19,8 @@ Everything stays on the model's device until the small final results, which are 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +32,7 @@ from .statistic import ChannelClassStats, class_masks, select_compromised, selec
 
 DEFAULT_CACHE_BUDGET = 2 << 30  # bytes of cached channel maxima (2 GiB)
 
-Batches = Union[Iterable[Tensor], Callable[[], Iterable[Tensor]]]
+Batches = Iterable[Tensor] | Callable[[], Iterable[Tensor]]
 LayerMaxima = dict[str, Tensor]  # layer name -> [B, C] channel maxima of one batch
 
 
@@ -47,6 +47,7 @@ class Analysis:
     break_value: float  # largest sample score not suspected
     detect_channels: dict[str, Tensor]  # layer -> int64 channels summed into sample_scores
     passes: int = 1  # 1: sample scores from the cache; 2: from a second pass over the batches
+    cache_bytes: int = 0  # most bytes of channel maxima the cache held at once (never above the budget)
 
 
 def analyse(
@@ -75,12 +76,16 @@ def analyse(
 
 
 def _analyse(
-    model: nn.Module, batches: Batches, layers: Sequence[MonitoredLayer], cfg: DefenseConfig,
-    num_classes: int, budget: int,
+    model: nn.Module,
+    batches: Batches,
+    layers: Sequence[MonitoredLayer],
+    cfg: DefenseConfig,
+    num_classes: int,
+    budget: int,
 ) -> Analysis:
     if not layers:
         raise ValueError("analyse() needs at least one monitored layer")
-    stats, cache = _first_pass(model, _iterate(batches), layers, cfg, num_classes, budget)
+    stats, cache, cache_bytes = _first_pass(model, _iterate(batches), layers, cfg, num_classes, budget)
     scores = {name: s.scores() for name, s in stats.items()}
     compromised = {name: select_compromised(s, cfg.max_reset_fraction) for name, s in scores.items()}
     detect = {name: select_top(s, _detect_count(s.numel(), cfg.detect_fraction)) for name, s in scores.items()}
@@ -96,8 +101,14 @@ def _analyse(
     sample_scores = sample_scores.float().cpu()
     break_value, suspected = two_class_breaks(sample_scores)
     return Analysis(
-        _to_cpu(scores), _to_cpu(compromised), sample_scores, suspected, break_value, _to_cpu(detect),
+        _to_cpu(scores),
+        _to_cpu(compromised),
+        sample_scores,
+        suspected,
+        break_value,
+        _to_cpu(detect),
         passes=1 if cache is not None else 2,
+        cache_bytes=cache_bytes,
     )
 
 
@@ -110,7 +121,7 @@ def _iterate(batches: Batches) -> Iterable[Tensor]:
 
 
 def _reiterable(batches: Batches) -> bool:
-    return callable(batches) or iter(batches) is not batches  # type: ignore[arg-type]
+    return callable(batches) or iter(batches) is not batches
 
 
 def _detect_count(channels: int, fraction: float | None) -> int:
@@ -119,13 +130,21 @@ def _detect_count(channels: int, fraction: float | None) -> int:
 
 
 def _first_pass(
-    model: nn.Module, batches: Iterable[Tensor], layers: Sequence[MonitoredLayer], cfg: DefenseConfig,
-    num_classes: int, budget: int,
-) -> tuple[dict[str, ChannelClassStats], list[LayerMaxima] | None]:
-    """Stream the statistics; also keep the maxima while they fit in ``budget`` bytes (else return None)."""
+    model: nn.Module,
+    batches: Iterable[Tensor],
+    layers: Sequence[MonitoredLayer],
+    cfg: DefenseConfig,
+    num_classes: int,
+    budget: int,
+) -> tuple[dict[str, ChannelClassStats], list[LayerMaxima] | None, int]:
+    """Stream the statistics; also keep the maxima while they fit in ``budget`` bytes (else return None).
+
+    The third result is the most the cache held at once: a batch whose maxima would cross the budget is
+    never added, the cache is dropped instead, so that figure is at most ``budget``.
+    """
     stats: dict[str, ChannelClassStats] = {}
     cache: list[LayerMaxima] | None = []
-    cached_bytes = 0
+    cached_bytes = held = 0
     with ChannelMaxRecorder(layers) as recorder:
         for x in batches:
             logits = model(x)
@@ -141,9 +160,10 @@ def _first_pass(
                 cache = cache if cached_bytes <= budget else None  # over budget: drop it, a second pass follows
             if cache is not None:
                 cache.append(maxima)
+                held = cached_bytes
     if not stats:
         raise ValueError("analyse() got no batches")
-    return stats, cache
+    return stats, cache, held
 
 
 def _second_pass(

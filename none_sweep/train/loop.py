@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ContextManager, Iterable
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
+#: BatchNorm kinds whose running statistics ``freeze_bn`` fixes (the lazy variants subclass these)
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -21,7 +23,7 @@ def train_epoch(
     forward: nn.Module,
     optimizer: torch.optim.Optimizer,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    amp: ContextManager[object],
+    amp: AbstractContextManager[object],
     freeze_bn: bool,
 ) -> float:
     """One pass over ``batches``; returns the mean loss (NaN/inf is the caller's to judge).
@@ -48,7 +50,9 @@ def train_epoch(
 
 
 @torch.no_grad()
-def predict(forward: nn.Module, model: nn.Module, batches: Iterable[torch.Tensor], amp: ContextManager[object]) -> torch.Tensor:
+def predict(
+    forward: nn.Module, model: nn.Module, batches: Iterable[torch.Tensor], amp: AbstractContextManager[object]
+) -> torch.Tensor:
     """Arg-max class of every input, concatenated in order."""
     model.eval()
     outputs = []

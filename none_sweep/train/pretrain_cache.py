@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from filelock import FileLock
 
@@ -26,7 +27,7 @@ from .schedule import pretrain_epochs, pretrain_horizon
 def prefix_key(cfg: ExperimentConfig) -> str:
     """A digest of what determines the pre-trained state (not the defense thresholds)."""
     train = to_dict(cfg.train)
-    for key in ("eval_batch_size", "num_threads"):  # do not change the trained weights
+    for key in ("eval_batch_size", "num_threads", "analysis_cache_mb"):  # do not change the trained weights
         train.pop(key, None)
     prefix = {
         "seed": cfg.seed,

@@ -7,18 +7,24 @@ same code runs on CPU, which keeps CPU and GPU results equivalent.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
+from torch import Tensor
 
-from ..data import augment_batch, normalize
+from ..data import DatasetInfo, augment_batch, normalize
 
 
 class ResidentData:
     """Training and test tensors on ``device``; yields ready-to-use float batches."""
 
-    def __init__(self, train_x, train_y, test_x, test_y, trig_x, trig_target, trig_true, info, device, fmt) -> None:
-        to = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+    def __init__(
+        self, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, trig_x: Tensor, trig_target: Tensor,
+        trig_true: Tensor, info: DatasetInfo, device: torch.device, fmt: torch.memory_format,
+    ) -> None:  # fmt: skip
+        def to(t: Tensor) -> Tensor:
+            return t.to(device, non_blocking=True)
+
         self.train_x, self.train_y = to(train_x), to(train_y)
         self.test_x, self.test_y = to(test_x), to(test_y)
         self.trig_x, self.trig_target, self.trig_true = to(trig_x), to(trig_target), to(trig_true)

@@ -12,9 +12,10 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -107,7 +108,7 @@ class ExperimentRun:
     # ----------------------------------------------------------------- model and optimizer
     def _build_model(self, seed: int) -> None:
         torch.manual_seed(seed)
-        self.model = create_model(self.cfg.model.name, self.info).to(self.device, memory_format=self.fmt)
+        self.model = create_model(self.cfg.model.name, self.info).to(self.device).to(memory_format=self.fmt)
         self.forward: nn.Module = compiled(self.model, self.device, self.cfg.train)
         t = self.cfg.train
         self.optimizer = torch.optim.SGD(
@@ -161,7 +162,9 @@ class ExperimentRun:
         if step.analyse_before:
             self._defend(step)
         set_lr(self.optimizer, step.lr)
-        batches = self.data.train_batches(~self.removed, self.cfg.train.batch_size, self.generator, self.cfg.data.augment)
+        batches = self.data.train_batches(
+            ~self.removed, self.cfg.train.batch_size, self.generator, self.cfg.data.augment
+        )
         loss = train_epoch(self.model, self.forward, self.optimizer, batches, self.amp, step.freeze_bn)
         if not math.isfinite(loss):
             raise TrainingDiverged(
@@ -200,7 +203,7 @@ class ExperimentRun:
         else:
             gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + step.round)
             per_layer = reset_neurons(self.model, analysis.compromised, d.reset_mode, self.layers, generator=gen)
-        info = {
+        info: dict[str, Any] = {
             "round": step.round,
             "epoch": step.epoch,
             "neurons_reset": int(sum(per_layer.values())),
@@ -276,7 +279,11 @@ class ExperimentRun:
             "next_index": self.next_index,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": {"kind": self.cfg.train.lr_schedule, "plan_length": len(self.plan), "next_index": self.next_index},
+            "scheduler": {
+                "kind": self.cfg.train.lr_schedule,
+                "plan_length": len(self.plan),
+                "next_index": self.next_index,
+            },
             "removed": self.removed.cpu(),
             **rng_state(self.device, self.generator),
             "history": self.history,
