@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 #: flag → the environment variable that supplies it when the flag is absent.
 FROM_ENV = {"--storage": "NONE_SWEEP_STORAGE", "--tracking-uri": "MLFLOW_TRACKING_URI"}

@@ -268,11 +268,10 @@ def test_channel_max_reductions() -> None:
 def test_recorder_removes_hooks_even_on_error() -> None:
     model = create_model("small_cnn", data(1, 8))
     layers = find_monitored_layers(model, DefenseConfig())
-    with pytest.raises(RuntimeError, match="boom"):
-        with ChannelMaxRecorder(layers) as recorder:
-            model(torch.randn(2, 1, 8, 8))
-            assert recorder.pop()["features.conv2"].shape == (2, 32)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), ChannelMaxRecorder(layers) as recorder:
+        model(torch.randn(2, 1, 8, 8))
+        assert recorder.pop()["features.conv2"].shape == (2, 32)
+        raise RuntimeError("boom")
     assert all(not l.module._forward_hooks for l in layers)
 
 
