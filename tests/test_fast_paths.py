@@ -264,6 +264,7 @@ def most_at_once(spans: list[tuple[float, float]]) -> int:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow  # ~2 minutes of Ray start-up and four trials
 def test_quarter_gpu_trials_pack_on_one_fake_gpu_and_run_on_the_cpu(tmp_path: Path) -> None:
     space = space_file(tmp_path, base={"train": {"epochs": 3, "batch_size": 64, "lr": 0.05, "num_threads": 1},
                                        "defense": {"pretrain_epochs": 3, "reset_interval": 1, "rounds": 1}},

@@ -49,7 +49,10 @@ def test_ships_the_spaces_the_issue_lists() -> None:
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
 def test_every_shipped_space_loads_and_varies_the_defense(path: Path) -> None:
     space = load_space(path)
-    assert set(space.keys) >= REQUIRED_KEYS
+    if path.stem.endswith("_demo"):  # the README's short sweep: a few knobs around shipped starting points
+        assert len([k for k in space.keys if k.startswith("defense.")]) >= 4 and space.points
+    else:
+        assert set(space.keys) >= REQUIRED_KEYS
     assert space.base_config().defense.enabled and not space.baseline_config().defense.enabled
     for point in space.points:  # the paper's defaults build a valid trial config
         space.trial_config(point.params)
