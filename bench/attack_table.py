@@ -79,8 +79,12 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--json", help="also write the raw results here")
-    parser.add_argument("--baselines", nargs="+", default=[],
-                        help="earlier --json files: reuse their undefended runs where the attacked model matches")
+    parser.add_argument(
+        "--baselines",
+        nargs="+",
+        default=[],
+        help="earlier --json files: reuse their undefended runs where the attacked model matches",
+    )
     args = parser.parse_args()
     say = lambda line: print(line, flush=True)  # noqa: E731
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

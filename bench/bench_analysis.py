@@ -51,9 +51,7 @@ def resnet18_layer_shapes() -> list[tuple[str, int]]:
     return [(layer.name, layer.channels) for layer in find_monitored_layers(model, DefenseConfig(skip_first=5))]
 
 
-def synthetic_activations(
-    n: int, channels: Sequence[int], num_classes: int, seed: int
-) -> tuple[list[Tensor], Tensor]:
+def synthetic_activations(n: int, channels: Sequence[int], num_classes: int, seed: int) -> tuple[list[Tensor], Tensor]:
     """Channel maxima ``[n, C]`` per layer and softmax outputs ``[n, K]`` shaped like a trained network's.
 
     Logits favour each sample's label, so about half the samples are strong (p > 0.9) for their class and most
@@ -197,7 +195,9 @@ def confident_model(name: str, device: torch.device, fmt: torch.memory_format, s
     return model.to(device, memory_format=fmt)
 
 
-def naive_full_pass(model: torch.nn.Module, batches: Sequence[Tensor], layers: Sequence[Any], amp: Any) -> dict[str, Any]:
+def naive_full_pass(
+    model: torch.nn.Module, batches: Sequence[Tensor], layers: Sequence[Any], amp: Any
+) -> dict[str, Any]:
     """Published-style: hooks copy each batch's channel maxima to numpy; then the naive statistic and breaks."""
     store: dict[str, list[np.ndarray]] = {layer.name: [] for layer in layers}
     handles = [
@@ -294,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=128, help="full pass: training batch of the compared epoch")
     parser.add_argument("--no-naive-full", action="store_true", help="skip the naive full pass")
     parser.add_argument("--parts", default="a,b", help="a: the statistic alone; b: the full pass (default a,b)")
-    parser.add_argument("--repeats", type=int, help="timed runs of our statistic, the best reported (default CUDA 3, CPU 1)")
+    parser.add_argument(
+        "--repeats", type=int, help="timed runs of our statistic, the best reported (default CUDA 3, CPU 1)"
+    )
     args = parser.parse_args(argv)
     device = setup(args)
     cuda = device.type == "cuda"

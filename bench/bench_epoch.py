@@ -19,6 +19,7 @@ sizes are smaller (small_cnn on 28×28, ResNet-18 on a few hundred 32×32 images
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import itertools
 import statistics
@@ -172,8 +173,17 @@ def autocast_for(device: torch.device, variant: Variant) -> Any:
 
 
 # --------------------------------------------------------------------------- measurement
-def measure(workload: Workload, variant: Variant, batch: int, device: torch.device, *, workers: int, repeats: int,
-            warmup_batches: int | None, seed: int) -> dict[str, Any]:  # fmt: skip
+def measure(
+    workload: Workload,
+    variant: Variant,
+    batch: int,
+    device: torch.device,
+    *,
+    workers: int,
+    repeats: int,
+    warmup_batches: int | None,
+    seed: int,
+) -> dict[str, Any]:
     """Seconds per epoch (best of ``repeats`` after a warm-up: noise from other work only adds) and the loss."""
     from none_sweep.data import dataset_info
 
@@ -182,18 +192,19 @@ def measure(workload: Workload, variant: Variant, batch: int, device: torch.devi
     model, forward, optimizer = build_model(workload, info, device, variant, seed)
     if variant.conventional:
         loader = conventional_loader(x, y, info, batch, workers, seed)
-        epoch = lambda limit=None: conventional_epoch(model, optimizer, loader, device, limit)  # noqa: E731
+        epoch = functools.partial(conventional_epoch, model, optimizer, loader, device)
     else:
         data = resident_data(x, y, info, device, variant.channels_last)
         generator = torch.Generator(device=device).manual_seed(seed)
-        amp = autocast_for(device, variant)
-        epoch = lambda limit=None: resident_epoch(model, forward, optimizer, data, batch, generator, amp, limit)  # noqa: E731
-    warm_s, _ = timed(lambda: epoch(warmup_batches), device)
+        epoch = functools.partial(resident_epoch, model, forward, optimizer, data, batch, generator,
+                                  autocast_for(device, variant))  # fmt: skip
+    del model, forward, optimizer  # the partial holds them; deleting it below frees the device memory
+    warm_s, _ = timed(functools.partial(epoch, warmup_batches), device)
     times, loss = [], float("nan")
     for _ in range(repeats):
-        seconds, loss = timed(epoch, device)
+        seconds, loss = timed(functools.partial(epoch, None), device)
         times.append(seconds)
-    del model, forward, optimizer
+    del epoch
     _free(device)
     return {"s": min(times), "median_s": statistics.median(times), "warmup_s": warm_s, "loss": loss}
 
@@ -246,11 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_epoch", description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--model", help="one workload: this registered model (with --dataset and --images)")
-    parser.add_argument("--dataset", default="cifar10", help="shape/augmentation of a registered dataset (synthetic pixels)")
+    parser.add_argument(
+        "--dataset", default="cifar10", help="shape/augmentation of a registered dataset (synthetic pixels)"
+    )
     parser.add_argument("--images", type=int, help="training images per epoch")
     parser.add_argument("--batch-sizes", help="comma-separated (default 128,512; 128 is the published batch)")
     parser.add_argument("--variants", help=f"comma-separated subset of {', '.join(VARIANTS)}")
-    parser.add_argument("--workers", type=int, help="conventional loop's DataLoader workers (default: 4 on CUDA, 2 on CPU)")
+    parser.add_argument(
+        "--workers", type=int, help="conventional loop's DataLoader workers (default: 4 on CUDA, 2 on CPU)"
+    )
     parser.add_argument("--repeats", type=int, help="timed epochs per cell, the best reported (default: 2)")
     parser.add_argument("--peak-tflops", type=float, help="dense peak for the FLOP floor (default: 989 on H100/H200)")
     args = parser.parse_args(argv)
@@ -261,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         workloads = [Workload(args.model, args.dataset, args.images or workloads[0].images)]
     elif args.images:
         workloads = [Workload(w.model, w.dataset, args.images, w.batch_sizes) for w in workloads]
-    variants = [VARIANTS[v] for v in (args.variants.split(",") if args.variants else CUDA_VARIANTS if cuda else CPU_VARIANTS)]
+    variants = [
+        VARIANTS[v] for v in (args.variants.split(",") if args.variants else CUDA_VARIANTS if cuda else CPU_VARIANTS)
+    ]
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(",")) if args.batch_sizes else None
     workers = args.workers if args.workers is not None else (4 if cuda else 2)
     repeats = args.repeats or 2

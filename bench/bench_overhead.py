@@ -58,7 +58,9 @@ GOAL_TRIAL_S, GOAL_REPORT_MS = 2.0, 50.0
 CALLBACK_TIME: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
 
-def overheads(w1: float, w2: float, trials: int, k1: int, k2: int, work_s: float, concurrent: int = 1) -> tuple[float, float]:
+def overheads(
+    w1: float, w2: float, trials: int, k1: int, k2: int, work_s: float, concurrent: int = 1
+) -> tuple[float, float]:
     """(seconds per trial, seconds per report) from two sweep walls, with c trials at a time:
     ``wall(K) ≈ (T / c) · (per_trial + K · (work + per_report))``."""
     per_report = max(0.0, (w2 - w1) * concurrent / (trials * (k2 - k1)) - work_s)
@@ -203,10 +205,19 @@ def run_sweep(stack: Stack, trials: int, reports: int, work_s: float, concurrent
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=trials if searcher is not None else 1,
-                                    max_concurrent_trials=concurrent, reuse_actors=stack.reuse),  # fmt: skip
-        run_config=tune.RunConfig(name=run, storage_path=str(stack.folder / "ray"), callbacks=stack.callbacks(run),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=0),  # fmt: skip
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=trials if searcher is not None else 1,
+            max_concurrent_trials=concurrent,
+            reuse_actors=stack.reuse,
+        ),
+        run_config=tune.RunConfig(
+            name=run,
+            storage_path=str(stack.folder / "ray"),
+            callbacks=stack.callbacks(run),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=0,
+        ),
     )
     t0 = time.perf_counter()
     results = tuner.fit()
@@ -262,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     from none_sweep.sweep.space import load_space
 
     space = load_space(SPACE_FILE)
-    imports = {"torch": import_seconds("import torch"), "torch + none_sweep.train": import_seconds("import none_sweep.train")}
+    imports = {
+        "torch": import_seconds("import torch"),
+        "torch + none_sweep.train": import_seconds("import none_sweep.train"),
+    }
     t0 = time.perf_counter()
     ray.init(num_cpus=max(2, args.concurrent), include_dashboard=False, log_to_driver=False,
              logging_level=logging.WARNING, runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}})  # fmt: skip

@@ -41,7 +41,10 @@ def register_synthetic(train: int = 50_000, test: int = 2_000) -> None:
     if SYNTHETIC in DATASETS.names():
         return
     cifar = dataset_info("cifar10")
-    info = type(cifar)(SYNTHETIC, cifar.num_classes, cifar.channels, cifar.size, cifar.mean, cifar.std, cifar.augmentation)
+    info = type(cifar)(
+        SYNTHETIC, cifar.num_classes, cifar.channels, cifar.size, cifar.mean, cifar.std, cifar.augmentation
+    )
+
     def load(cfg: Any, seed: int) -> Splits:
         n_train = int(os.environ.get("BENCH_SYNTHETIC_TRAIN") or train)  # the driver's --images reach the workers
         x, y = synthetic_images(n_train + test, info.channels, info.size, info.num_classes, seed=1234)
@@ -133,7 +136,9 @@ class GpuSampler:
 
 
 # --------------------------------------------------------------------------- one sweep
-def run_sweep(space: Any, trials: int, packing: int, cache: bool, device: str, cpus: int, folder: Path) -> dict[str, Any]:
+def run_sweep(
+    space: Any, trials: int, packing: int, cache: bool, device: str, cpus: int, folder: Path
+) -> dict[str, Any]:
     from ray import tune
 
     per_trial = {"cpu": max(1, cpus // packing), "gpu": (1.0 / packing) if device == "cuda" else 0}
@@ -147,8 +152,12 @@ def run_sweep(space: Any, trials: int, packing: int, cache: bool, device: str, c
         trainable,
         param_space={"defense.max_reset_fraction": tune.grid_search(values)},
         tune_config=tune.TuneConfig(max_concurrent_trials=packing),
-        run_config=tune.RunConfig(name=name, storage_path=str(folder / "ray"), verbose=0,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),  # fmt: skip
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(folder / "ray"),
+            verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        ),
     )
     with GpuSampler() if device == "cuda" else _Null() as sampler:
         t0 = time.perf_counter()
@@ -182,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=None, help="trials per sweep (default 8; --quick 4)")
     parser.add_argument("--packing", help="trials per device at once, comma-separated (default CUDA 1,2,4,8; CPU 1,2)")
     parser.add_argument("--cache", default="off,on", help="shared pre-training: off, on or off,on")
-    parser.add_argument("--images", type=int, help="training images (CUDA default 20000 synthetic; CPU 4000 Fashion-MNIST)")
+    parser.add_argument(
+        "--images", type=int, help="training images (CUDA default 20000 synthetic; CPU 4000 Fashion-MNIST)"
+    )
     parser.add_argument("--cpus", type=int, help="CPUs given to Ray (default: all usable cores)")
     args = parser.parse_args(argv)
     device = setup(args)

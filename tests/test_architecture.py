@@ -111,7 +111,7 @@ def test_no_import_cycles() -> None:
         for t in sorted(edges(m)):
             if state.get(t) == 1:
                 if not (m.startswith(t + ".") or t == "none_sweep"):  # a package re-exporting its own modules
-                    cycles.append(stack[stack.index(t):] + [t])
+                    cycles.append(stack[stack.index(t) :] + [t])
             elif t not in state:
                 visit(t)
         stack.pop()

@@ -42,8 +42,9 @@ def small(full):
     return full.train_x[:1000], full.train_y[:1000], full.test_x[:300], full.test_y[:300]
 
 
-def make(name: str, rate: float = 0.05, mode: str = "all_to_one", target: int = 0, seed: int = 0,
-         info=INFO, **params) -> Attack:
+def make(
+    name: str, rate: float = 0.05, mode: str = "all_to_one", target: int = 0, seed: int = 0, info=INFO, **params
+) -> Attack:
     return create_attack(AttackConfig(name=name, poison_rate=rate, target=target, mode=mode, params=params), info, seed)
 
 
@@ -195,8 +196,13 @@ def test_none_leaves_data_unchanged(small):
 
 @pytest.mark.parametrize(
     "location, box",
-    [("bottom_right", (24, 24)), ("bottom_left", (24, 1)), ("top_left", (1, 1)), ("top_right", (1, 24)),
-     ("center", (12, 12))],
+    [
+        ("bottom_right", (24, 24)),
+        ("bottom_left", (24, 1)),
+        ("top_left", (1, 1)),
+        ("top_right", (1, 24)),
+        ("center", (12, 12)),
+    ],
 )
 @pytest.mark.parametrize("pattern", ["white", "checker", "random"])
 def test_badnets_changes_only_the_patch(small, location, box, pattern):

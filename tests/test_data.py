@@ -360,8 +360,12 @@ def test_random_crop_is_a_window_of_the_zero_padded_image():
     padded = torch.nn.functional.pad(x, (pad,) * 4)
     h = x.shape[-1]
     windows = [
-        {(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
-         if torch.equal(out[i], padded[i, :, dy : dy + h, dx : dx + h])}
+        {
+            (dy, dx)
+            for dy in range(2 * pad + 1)
+            for dx in range(2 * pad + 1)
+            if torch.equal(out[i], padded[i, :, dy : dy + h, dx : dx + h])
+        }
         for i in range(len(x))
     ]
     assert all(windows), "every crop must be some window of its own padded image"

@@ -107,8 +107,12 @@ def stream(stats: ChannelClassStats, acts: Tensor, probs: Tensor, lamda_l: float
 
 
 @pytest.mark.parametrize("n,channels,k", [(60, 5, 3), (90, 12, 4), (45, 1, 4), (120, 9, 10)])
-@pytest.mark.parametrize("lamda_l,lamda_h,floor", [(0.1, 0.9, 0.0), (0.2, 0.7, 0.25), (0.3, 0.4, 0.25), (0.05, 0.6, 0.25)])
-def test_statistic_matches_naive_loop(n: int, channels: int, k: int, lamda_l: float, lamda_h: float, floor: float) -> None:
+@pytest.mark.parametrize(
+    "lamda_l,lamda_h,floor", [(0.1, 0.9, 0.0), (0.2, 0.7, 0.25), (0.3, 0.4, 0.25), (0.05, 0.6, 0.25)]
+)
+def test_statistic_matches_naive_loop(
+    n: int, channels: int, k: int, lamda_l: float, lamda_h: float, floor: float
+) -> None:
     """Streamed over uneven batches, with and without chunking of the strong pairs (max_elements=7)."""
     gen = torch.Generator().manual_seed(n * 31 + channels * 7 + k)
     acts = torch.randn(n, channels, generator=gen).abs() * 2
@@ -219,7 +223,9 @@ def test_small_cnn_monitors_its_three_convs() -> None:
     model = create_model("small_cnn", data(1, 28))
     layers = find_monitored_layers(model, DefenseConfig())
     assert [(l.name, l.kind) for l in layers] == [
-        ("features.conv1", "conv"), ("features.conv2", "conv"), ("features.conv3", "conv")
+        ("features.conv1", "conv"),
+        ("features.conv2", "conv"),
+        ("features.conv3", "conv"),
     ]
 
 
@@ -230,7 +236,9 @@ def test_resnet18_published_layer_set() -> None:
     assert len(layers) == 15 and sum(l.channels for l in layers) == 4480
     assert layers[0].name == "layer2.0.conv1"
     assert [l.name for l in layers if "downsample" in l.name] == [
-        "layer2.0.downsample.0", "layer3.0.downsample.0", "layer4.0.downsample.0"
+        "layer2.0.downsample.0",
+        "layer3.0.downsample.0",
+        "layer4.0.downsample.0",
     ]
     assert len(find_monitored_layers(model, DefenseConfig())) == 20
 
@@ -249,9 +257,7 @@ def test_classifier_is_never_monitored() -> None:
 def test_include_exclude_and_skip() -> None:
     model = create_model("resnet18", data(3, 32))
     cfg = DefenseConfig(include_layers=["layer4.*"], exclude_layers=["*downsample*"], skip_first=1)
-    assert [l.name for l in find_monitored_layers(model, cfg)] == [
-        "layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2"
-    ]
+    assert [l.name for l in find_monitored_layers(model, cfg)] == ["layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2"]
     with pytest.raises(ConfigError, match="layer_types"):
         find_monitored_layers(model, DefenseConfig(layer_types=["attention"]))
 
@@ -318,8 +324,15 @@ def randomise_norms(model: nn.Module) -> None:
 
 
 def check_reset(
-    model: nn.Module, x: Tensor, layer: str, idx: list[int], norm: str | None, successor: str | None,
-    block: int = 1, mode: str = "zero", cfg: DefenseConfig | None = None,
+    model: nn.Module,
+    x: Tensor,
+    layer: str,
+    idx: list[int],
+    norm: str | None,
+    successor: str | None,
+    block: int = 1,
+    mode: str = "zero",
+    cfg: DefenseConfig | None = None,
 ) -> None:
     model.eval()
     randomise_norms(model)
@@ -483,7 +496,9 @@ def test_plan_is_cached_and_reinit_is_seeded() -> None:
     for _ in range(2):
         twin = create_model("small_cnn", data(1, 8))
         twin.load_state_dict(model.state_dict())
-        reset_neurons(twin, {"features.conv1": torch.tensor([0, 3])}, "reinit", layers, torch.Generator().manual_seed(5))
+        reset_neurons(
+            twin, {"features.conv1": torch.tensor([0, 3])}, "reinit", layers, torch.Generator().manual_seed(5)
+        )
         weights.append(twin.features.conv1.weight.detach().clone())
     assert torch.equal(weights[0], weights[1])
     with pytest.raises(ValueError, match="mode"):
@@ -613,8 +628,17 @@ def _mask(n: int, idx: list[int]) -> torch.Tensor:
 def test_removal_without_a_cap_is_the_union_or_the_round_alone() -> None:
     before, now = _mask(10, [0, 1]), _mask(10, [1, 5, 6])
     scores = torch.arange(10, dtype=torch.float32)
-    assert removal_mask(before, now, scores, cumulative=True, max_fraction=None).nonzero().flatten().tolist() == [0, 1, 5, 6]
-    assert removal_mask(before, now, scores, cumulative=False, max_fraction=None).nonzero().flatten().tolist() == [1, 5, 6]
+    assert removal_mask(before, now, scores, cumulative=True, max_fraction=None).nonzero().flatten().tolist() == [
+        0,
+        1,
+        5,
+        6,
+    ]
+    assert removal_mask(before, now, scores, cumulative=False, max_fraction=None).nonzero().flatten().tolist() == [
+        1,
+        5,
+        6,
+    ]
     assert before.nonzero().flatten().tolist() == [0, 1]  # the input mask is not modified
 
 

@@ -39,11 +39,17 @@ def test_plan_finetune_continue_retrain_and_baseline() -> None:
     assert plan[0].lr == pytest.approx(0.1) and plan[3].lr < plan[0].lr  # cosine over the pre-training
     assert [p.epoch for p in plan if p.round_end] == [4, 6, 8]
 
-    cont = build_plan(config_from_dict({**base, "defense": {"after_reset": "continue", "pretrain_epochs": 2, "reset_interval": 2, "rounds": 2}}))
+    cont = build_plan(
+        config_from_dict(
+            {**base, "defense": {"after_reset": "continue", "pretrain_epochs": 2, "reset_interval": 2, "rounds": 2}}
+        )
+    )
     assert len(cont) == 6 and [p.epoch for p in cont if p.analyse_before] == [3, 5]
     assert not any(p.freeze_bn for p in cont)
 
-    retrain = build_plan(config_from_dict({**base, "defense": {"after_reset": "retrain", "pretrain_epochs": 3, "rounds": 1}}))
+    retrain = build_plan(
+        config_from_dict({**base, "defense": {"after_reset": "retrain", "pretrain_epochs": 3, "rounds": 1}})
+    )
     assert [p.phase for p in retrain] == ["pretrain"] * 3 + ["retrain"] * 3 and retrain[3].reinit_model
 
     undefended = build_plan(config_from_dict({**base, "defense": {"enabled": False}}))
@@ -51,13 +57,17 @@ def test_plan_finetune_continue_retrain_and_baseline() -> None:
 
 
 def test_compare_to_baseline_follows_backdoorbench() -> None:
-    out = compare_to_baseline({"clean_acc": 0.90, "asr": 0.02, "robust_acc": 0.85}, {"clean_acc": 0.92, "asr": 0.98, "robust_acc": 0.01})
+    out = compare_to_baseline(
+        {"clean_acc": 0.90, "asr": 0.02, "robust_acc": 0.85}, {"clean_acc": 0.92, "asr": 0.98, "robust_acc": 0.01}
+    )
     assert out["clean_acc_drop"] == pytest.approx(0.02)
     assert out["asr_reduction"] == pytest.approx(0.96)
     assert out["der"] == pytest.approx((0.96 - 0.02 + 1) / 2)
     assert out["rir"] == pytest.approx((0.84 - 0.02 + 1) / 2)
     # gains never count negative: a defended run that is *worse* on ASR gets no credit and no penalty for it
-    worse = compare_to_baseline({"clean_acc": 0.95, "asr": 1.0, "robust_acc": 0.0}, {"clean_acc": 0.92, "asr": 0.5, "robust_acc": 0.4})
+    worse = compare_to_baseline(
+        {"clean_acc": 0.95, "asr": 1.0, "robust_acc": 0.0}, {"clean_acc": 0.92, "asr": 0.5, "robust_acc": 0.4}
+    )
     assert worse["der"] == pytest.approx(0.5) and worse["rir"] == pytest.approx(0.5)
 
 
@@ -132,7 +142,14 @@ def test_pretrain_cache_fork_equals_own_pretraining(digits_data, tmp_path: Path)
     assert not producer.pretrain_cached and len(list((tmp_path / "cache").glob("*.pt"))) == 1
 
     # a trial with other thresholds shares the prefix and forks from the cache
-    other = digits_cfg(**{"train.epochs": 3, "defense.pretrain_epochs": 3, "defense.reset_interval": 1, "defense.max_reset_fraction": 0.2})
+    other = digits_cfg(
+        **{
+            "train.epochs": 3,
+            "defense.pretrain_epochs": 3,
+            "defense.reset_interval": 1,
+            "defense.max_reset_fraction": 0.2,
+        }
+    )
     forked = ExperimentRun(other, data=digits_data, pretrain_cache=cache)
     reports = list(forked.epochs())
     assert forked.pretrain_cached and [r.cached for r in reports] == [True] * 3 + [False]
@@ -155,7 +172,15 @@ def test_diverging_loss_raises(digits_data) -> None:
 
 
 def test_reasr_for_natural_backdoor_runs(digits_data) -> None:
-    cfg = digits_cfg(**{"attack.name": "none", "attack.params": "{}", "train.epochs": 3, "defense.enabled": "false", "evaluation.reasr_steps": 20})
+    cfg = digits_cfg(
+        **{
+            "attack.name": "none",
+            "attack.params": "{}",
+            "train.epochs": 3,
+            "defense.enabled": "false",
+            "evaluation.reasr_steps": 20,
+        }
+    )
     run = ExperimentRun(cfg, data=digits_data)
     reports = list(run.epochs())
     assert reports[-1].metrics["asr"] is None
@@ -165,13 +190,34 @@ def test_reasr_for_natural_backdoor_runs(digits_data) -> None:
 
 def test_train_cli_writes_metrics_and_resolved_config(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
-    code = main(["train", str(DIGITS), "--set", "train.epochs=2", "--set", "defense.pretrain_epochs=2",
-                 "--set", "defense.reset_interval=1", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            str(DIGITS),
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "defense.pretrain_epochs=2",
+            "--set",
+            "defense.reset_interval=1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "epoch   1/3 [pretrain]" in printed and "round 1: reset" in printed
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("clean_acc", "asr", "robust_acc", "poison_precision", "poison_recall", "neurons_reset", "epochs", "wall_s"):
+    for key in (
+        "clean_acc",
+        "asr",
+        "robust_acc",
+        "poison_precision",
+        "poison_recall",
+        "neurons_reset",
+        "epochs",
+        "wall_s",
+    ):
         assert key in metrics
     assert metrics["epochs"] == 3 and 0 <= metrics["asr"] <= 1
     assert metrics["attack"]["name"] == "badnets" and metrics["attack"]["patch_size"] == 2
@@ -179,8 +225,23 @@ def test_train_cli_writes_metrics_and_resolved_config(tmp_path: Path, capsys) ->
     assert to_dict(resolved)["train"]["epochs"] == 2
     # the baseline comparison, and a resumed run that has nothing left to do
     base = tmp_path / "base"
-    assert main(["train", str(out / "config.yaml"), "--set", "defense.enabled=false", "--out", str(base), "--quiet"]) == 0
-    assert main(["train", str(out / "config.yaml"), "--out", str(out), "--resume", "--quiet",
-                 "--baseline", str(base / "metrics.json")]) == 0
+    assert (
+        main(["train", str(out / "config.yaml"), "--set", "defense.enabled=false", "--out", str(base), "--quiet"]) == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                str(out / "config.yaml"),
+                "--out",
+                str(out),
+                "--resume",
+                "--quiet",
+                "--baseline",
+                str(base / "metrics.json"),
+            ]
+        )
+        == 0
+    )
     again = json.loads((out / "metrics.json").read_text())
     assert again["clean_acc"] == metrics["clean_acc"] and "der" in again and "clean_acc_drop" in again

@@ -18,20 +18,35 @@ from .report import add_rule_arguments, add_tracking_argument
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export", help="write the best trial's config (with provenance); optionally register "
-                                             "its model and re-check it on fresh seeds")
+    p = subparsers.add_parser(
+        "export",
+        help="write the best trial's config (with provenance); optionally register "
+        "its model and re-check it on fresh seeds",
+    )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--experiment", metavar="NAME", help="the sweep's MLflow experiment (its --name)")
     which.add_argument("--run-id", metavar="ID", help="export this trial run instead of applying a rule")
     add_rule_arguments(p)
-    p.add_argument("--out", default="best_defense.yaml", metavar="FILE",
-                   help="where to write the config (default: best_defense.yaml)")
-    p.add_argument("--register-model", metavar="NAME",
-                   help="register the trial's logged model (runs:/ID/model) as a new version of NAME")
-    p.add_argument("--verify-seeds", type=int, metavar="N",
-                   help="re-train the config on N fresh seeds (seed+1..seed+N) as Ray tasks; report mean ± sd")
-    p.add_argument("--ray-address", metavar="ADDR",
-                   help="Ray cluster for --verify-seeds (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument(
+        "--out",
+        default="best_defense.yaml",
+        metavar="FILE",
+        help="where to write the config (default: best_defense.yaml)",
+    )
+    p.add_argument(
+        "--register-model",
+        metavar="NAME",
+        help="register the trial's logged model (runs:/ID/model) as a new version of NAME",
+    )
+    p.add_argument(
+        "--verify-seeds",
+        type=int,
+        metavar="N",
+        help="re-train the config on N fresh seeds (seed+1..seed+N) as Ray tasks; report mean ± sd",
+    )
+    p.add_argument(
+        "--ray-address", metavar="ADDR", help="Ray cluster for --verify-seeds (default: $RAY_ADDRESS, else a local Ray)"
+    )
     add_tracking_argument(p)
     p.set_defaults(handler=run)
 
@@ -63,15 +78,26 @@ def run(args: argparse.Namespace) -> int:
 
     if args.register_model:
         version = export.register_model(client, trial, sweep, rule, args.register_model)
-        print(f"  registered models:/{args.register_model}/{version.version} "
-              f"(runs:/{trial.run_id}/model = {version.source})")
+        print(
+            f"  registered models:/{args.register_model}/{version.version} "
+            f"(runs:/{trial.run_id}/model = {version.source})"
+        )
 
     if args.verify_seeds:
         config = verify.config_mapping(export.read_config_text(client, uri, trial))
-        results = verify.run_seeds(config, args.verify_seeds, address=args.ray_address,
-                                   say=lambda line: print(line, file=sys.stderr, flush=True))
-        summary = verify.summarise(results, trial.metrics, run_id=trial.run_id, experiment=sweep.name,
-                                   config_seed=int(config.get("seed", 0) or 0))
+        results = verify.run_seeds(
+            config,
+            args.verify_seeds,
+            address=args.ray_address,
+            say=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+        summary = verify.summarise(
+            results,
+            trial.metrics,
+            run_id=trial.run_id,
+            experiment=sweep.name,
+            config_seed=int(config.get("seed", 0) or 0),
+        )
         path = verify.write(summary, verify.verify_path(out))
         print(verify.table(summary))
         print(f"  wrote {path}")
@@ -81,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
             for key, s in summary["summary"].items():
                 for stat in ("mean", "sd"):
                     if s[stat] is not None:
-                        tracking_call("logging the verification", uri, client.log_metric, pid,
-                                      f"verify_{key}_{stat}", s[stat])
+                        tracking_call(
+                            "logging the verification", uri, client.log_metric, pid, f"verify_{key}_{stat}", s[stat]
+                        )
             print(f"  logged to the sweep run {pid} (verify/{path.name}, verify_* metrics)")
     return 0

@@ -33,9 +33,7 @@ class AttackConfig:
     poison_rate: float = spec(0.05, low=0.0, high=1.0, low_open=True, help="fraction of the training set poisoned")
     target: int = spec(0, low=0, help="target class (all-to-one)")
     mode: str = spec("all_to_one", choices=("all_to_one", "all_to_all"), help="all_to_all maps y to (y+1) mod C")
-    params: dict[str, Any] = spec(
-        {}, help="attack-specific parameters (patch_size, alpha, ...)"
-    )
+    params: dict[str, Any] = spec({}, help="attack-specific parameters (patch_size, alpha, ...)")
 
 
 @dataclass
@@ -104,15 +102,9 @@ class DefenseConfig:
     detect_fraction: float | None = spec(
         None, low=0.0, high=1.0, low_open=True, help="num_for_detect_biased; null: top-1 channel per layer"
     )
-    layer_types: list[str] = spec(
-        ["conv"], help="module kinds monitored: conv, linear"
-    )
-    include_layers: list[str] = spec(
-        [], help="glob patterns of module names to monitor (empty: all of layer_types)"
-    )
-    exclude_layers: list[str] = spec(
-        [], help="glob patterns of module names never monitored"
-    )
+    layer_types: list[str] = spec(["conv"], help="module kinds monitored: conv, linear")
+    include_layers: list[str] = spec([], help="glob patterns of module names to monitor (empty: all of layer_types)")
+    exclude_layers: list[str] = spec([], help="glob patterns of module names never monitored")
     skip_first: int = spec(
         0, low=0, help="skip this many monitored layers from the input side (published ResNet: stem+layer1)"
     )

@@ -55,7 +55,7 @@ def publish(name: str, tracking_uri: str, out_dir: Path, export_path: Path | Non
     rule = drop_rule(sweep)
     summary = build_report(sweep, rule, out_dir, client=client)
     chosen = _chosen(sweep, summary)
-    baseline = {k[len(BASELINE_PREFIX):]: v for k, v in sweep.baseline.items()}
+    baseline = {k[len(BASELINE_PREFIX) :]: v for k, v in sweep.baseline.items()}
     exported = None
     if chosen is not None and export_path is not None:
         exported = export.export_config(client, chosen, sweep, rule.describe(sweep.goals), export_path)
