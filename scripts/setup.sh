@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian machine: a venv with none-sweep (plus the extras named as arguments, e.g.
 # `dev` for the tests) and the Fashion-MNIST IDX files from Debian's dataset-fashion-mnist package (the default
-# dataset). Quiet: pip's own notices (index locations, pip upgrades) are filtered; errors still show.
+# dataset). Quiet: pip's notices and setuptools' build warnings (PYTHONWARNINGS=ignore for pip only) are
+# filtered; errors still show.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -11,7 +12,7 @@ fi
 TARGET="."
 if [ "$#" -gt 0 ]; then TARGET=".[$(IFS=,; echo "$*")]"; fi
 quiet_pip() {  # a failed install is caught by the import check below
-  .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2>&1 \
+  PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2>&1 \
     | grep -v -e "is ignored" -e "^\[notice\]" -e "^$" || true
 }
 quiet_pip --upgrade pip
