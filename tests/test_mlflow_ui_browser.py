@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 from mlflow import MlflowClient
+from support.devtools import DevTools
 from support.net import free_port
 from support.processes import MLFLOW
 from support.sweeps import FinishedSweep
@@ -49,7 +50,6 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 #: The experiment's page as the sweep prints it (see the module docstring and ``tracking.layout.ui_route``).
 RUN_ARTIFACTS_ROUTE = "#/experiments/{id}/runs/{run}/artifacts?workflowType=machine_learning"
 NO_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-PAGE_TIMEOUT = 180.0  # seconds for a page to render on a loaded 2-core machine
 
 
 pytestmark = pytest.mark.skipif(
@@ -159,50 +159,12 @@ def devtools() -> Iterator[str]:
 
 
 # ---------------------------------------------------------------------- the page
-class Page:
-    """The few DevTools protocol calls these tests need: navigate, evaluate, wait for a condition."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws, self.n = ws, 0
-
-    async def call(self, method: str, **params: Any) -> dict:
-        self.n += 1
-        await self.ws.send_json({"id": self.n, "method": method, "params": params})
-        while True:
-            msg = await self.ws.receive_json()
-            if msg.get("id") == self.n:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    async def js(self, expression: str) -> Any:
-        r = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in r:
-            raise RuntimeError(f"{expression[:80]}: {r['exceptionDetails']}")
-        return r.get("result", {}).get("value")
-
-    async def until(self, expression: str, what: str, timeout: float = PAGE_TIMEOUT) -> Any:
-        """The first truthy value of ``expression``, polled; on timeout, says ``what`` and what the page shows."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = await self.js(expression)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                shown = await self.js("document.title + ' | ' + location.hash + ' | ' + document.body.innerText")
-                raise AssertionError(f"never saw {what} within {timeout:.0f}s; the page shows: {shown[:1500]}")
-            await asyncio.sleep(0.5)
-
-    async def open(self, url: str) -> None:
-        await self.call("Page.navigate", url=url)
-
-
 @asynccontextmanager
-async def connected(ws_url: str) -> AsyncIterator[Page]:
+async def connected(ws_url: str) -> AsyncIterator[DevTools]:
     import aiohttp
 
     async with aiohttp.ClientSession() as session, session.ws_connect(ws_url, max_msg_size=0) as ws:
-        page = Page(ws)
+        page = DevTools(ws)
         await page.call("Page.enable")
         yield page
 

@@ -30,9 +30,9 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support.devtools import DevTools
 from support.net import free_port
 
 COLUMNS = (
@@ -76,37 +76,6 @@ def started(argv: list[str], log: Path) -> Iterator[subprocess.Popen]:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-
-class DevTools:
-    """The few Chrome DevTools protocol calls needed, over aiohttp's websocket client."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws, self.n = ws, 0
-
-    async def call(self, method: str, **params: Any) -> dict:
-        self.n += 1
-        await self.ws.send_json({"id": self.n, "method": method, "params": params})
-        while True:
-            msg = await self.ws.receive_json()
-            if msg.get("id") == self.n:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    async def js(self, expression: str) -> Any:
-        r = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        return r.get("result", {}).get("value")
-
-    async def until(self, expression: str, timeout: float = 60) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = await self.js(expression)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"page never satisfied: {expression[:80]}")
-            await asyncio.sleep(0.5)
 
 
 CLICK_BUTTON = """(label) => { const b = Array.from(document.querySelectorAll('button')).find(
