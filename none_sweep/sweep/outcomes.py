@@ -33,7 +33,6 @@ FAIL_ATTR = "fail_reason"
 #: User attr: the known metrics of a trial's last result (``None`` where missing or non-finite).
 METRICS_ATTR = "metrics"
 #: Config key naming the point a trial was enqueued from (``SweepSpace.trial_config`` skips ``_`` keys).
-POINT_KEY = "_point"
 
 #: Metrics recorded for every trial besides the objectives and constraints (the report's columns).
 ALWAYS_RECORDED = ("clean_acc", "asr", "clean_acc_drop")

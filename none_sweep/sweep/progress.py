@@ -14,7 +14,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-POINT_KEY = "_point"
+from ..tracking.layout import POINT_KEY
 
 
 def _pct(value: Any) -> str:

@@ -40,7 +40,8 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
 from ..config import flatten, to_dict
-from .outcomes import FAIL_ATTR, METRICS_ATTR, POINT_ATTR, POINT_KEY, RAY_TRIAL_ATTR, Outcome, judge
+from ..tracking.layout import POINT_KEY
+from .outcomes import FAIL_ATTR, METRICS_ATTR, POINT_ATTR, RAY_TRIAL_ATTR, Outcome, judge
 from .space import SweepSpace
 
 __all__ = ["FAIL_ATTR", "METRICS_ATTR", "POINT_ATTR", "POINT_KEY", "RAY_TRIAL_ATTR", "SweepSearcher",

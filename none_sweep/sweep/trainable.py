@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, MissingObjective, StorageError, TrainingDiverged
+from ..tracking.layout import MODEL_STATE_FILE
 from .space import SweepSpace
 from .storage import OUTCOMES, SweepStorage
 
 logger = logging.getLogger(__name__)
 
 RUN_STATE = "run.ckpt"
-MODEL_STATE = "model_state.pt"
 OUTCOME = "outcome.json"
 FIRST_KEYS = ("asr", "clean_acc", "clean_acc_drop", "epoch")
 
@@ -129,11 +129,11 @@ class OutcomeRecords:
         if self.storage is None:
             return
         if model_state is not None:
-            self.storage.write_bytes(f"{self.folder}/{MODEL_STATE}", model_state)
+            self.storage.write_bytes(f"{self.folder}/{MODEL_STATE_FILE}", model_state)
         self.storage.write_json(f"{self.folder}/{OUTCOME}", outcome)  # last: its presence means "complete"
 
     def model_state(self) -> bytes | None:
-        return None if self.storage is None else self.storage.read_bytes(f"{self.folder}/{MODEL_STATE}")
+        return None if self.storage is None else self.storage.read_bytes(f"{self.folder}/{MODEL_STATE_FILE}")
 
 
 def _replay_final(records: OutcomeRecords, outcome: dict[str, Any], node: str) -> None:
@@ -144,7 +144,7 @@ def _replay_final(records: OutcomeRecords, outcome: dict[str, Any], node: str) -
     with tempfile.TemporaryDirectory(prefix="none-sweep-ckpt-") as folder:
         model = records.model_state()
         if model is not None:
-            (Path(folder) / MODEL_STATE).write_bytes(model)
+            (Path(folder) / MODEL_STATE_FILE).write_bytes(model)
         (Path(folder) / OUTCOME).write_text(json.dumps(outcome, default=float), encoding="utf-8")
         metrics = {**outcome["metrics"], "node_id": node, "replayed": 1}
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
@@ -228,7 +228,7 @@ def _report_with_checkpoint(run: Any, metrics: dict[str, Any], outcome: dict[str
         path = Path(folder)
         if run is not None:
             run.save_checkpoint(path / RUN_STATE)
-            (path / MODEL_STATE).write_bytes(_model_bytes(run))
+            (path / MODEL_STATE_FILE).write_bytes(_model_bytes(run))
         (path / OUTCOME).write_text(json.dumps(outcome, default=float), encoding="utf-8")
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 

@@ -44,6 +44,10 @@ FRONT_ARTIFACT = "pareto_front.csv"
 BASELINE_ARTIFACT = "baseline_config.yaml"
 CONFIG_ARTIFACT = "config.yaml"
 MODEL_NAME = "model"
+
+# Names the trials hand to tracking (they reach MLflow through Ray, not through sweep code):
+POINT_KEY = "_point"  # the sampled-config key naming the starting point a trial evaluates (-> POINT_TAG)
+MODEL_STATE_FILE = "model_state.pt"  # the model's weights beside each trial checkpoint (-> the logged model)
 PLOT_ARTIFACT = "pareto.png"  # parent: the Pareto plot of `sweep --export` (also under REPORT_FOLDER)
 CHOSEN_ARTIFACT = "best_defense.yaml"  # parent: the defense `sweep --export` chose
 NOTE_TAG = "mlflow.note.content"  # parent: MLflow's run description (baseline, chosen point, how to export)

@@ -19,15 +19,12 @@ from typing import Any
 
 from ..errors import NoneSweepError
 from ..text import first_line
-from .layout import EARLY_STOP_TAG, NODE_TAG, POINT_TAG, SYNC_TAG, step_of
+from .layout import EARLY_STOP_TAG, MODEL_STATE_FILE, NODE_TAG, POINT_KEY, POINT_TAG, SYNC_TAG, step_of
 
 logger = logging.getLogger(__name__)
 
 #: A trial's sampled values → its resolved config (a plain mapping); raises NoneSweepError when invalid.
 Resolver = Callable[[Mapping[str, Any]], Mapping[str, Any]]
-
-MODEL_STATE = "model_state.pt"  # the trainable's model weights beside each checkpoint
-POINT_KEY = "_point"  # the sampled-config key naming the point a trial evaluates
 
 
 def read_history(trial: Any) -> list[dict[str, Any]]:
@@ -134,7 +131,7 @@ def latest_model_state(trial: Any) -> Callable[[Callable[[Path], None]], bool]:
         if checkpoint is None:
             return False
         with checkpoint.as_directory() as folder:
-            state = Path(folder) / MODEL_STATE
+            state = Path(folder) / MODEL_STATE_FILE
             if not state.is_file():
                 return False
             use(state)
