@@ -9,29 +9,34 @@ done when a sweep starts; a stored space read back later (resume, ``report`` in 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ...config import apply_overrides, flatten, read_yaml, to_dict
+from ...config import apply_overrides, flatten, to_dict
 from ...config.validation import ConfigIssue, build, fail
 from ...errors import ConfigError
 from ...experiment import resolve_config
 from ...text import did_you_mean
 from ...train.metrics import FINAL_METRICS
 from .checks import check_metric, check_space
-from .model import Constraint, Objective, Point, SweepSpace
+from .compose import compose_file, composed_text
+from .model import Constraint, Objective, Point, SweepSpace, Variant
 from .params import Condition, Param, parse_param
-from .schema import ObjectiveSpec, ParamSpec, SpaceFile
+from .schema import ObjectiveSpec, ParamSpec, SpaceFile, VariantSpec
+
+_VARIANT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # it prefixes metric names: train.variants.variant_key
 
 
 def load_space(path: str | Path, overrides: Mapping[str, Any] | None = None, *, check_paths: bool = True) -> SweepSpace:
     """Read and validate a space file; ``overrides`` (``--set``) change its ``base``."""
     path = Path(path)
-    data = read_yaml(path)
-    return _parse(data, str(path), path.read_text(encoding="utf-8"), overrides, check_paths)
+    data, sources = compose_file(path)
+    text = composed_text(data, sources, path.read_text(encoding="utf-8"))
+    return _parse(data, str(path), text, overrides, check_paths)
 
 
 def space_from_dict(
@@ -76,9 +81,36 @@ def _resolve(raw: SpaceFile, source: str, text: str, overrides: dict[str, Any], 
         points=[_point(i, p) for i, p in enumerate(raw.search.points_to_evaluate)], search=raw.search,
         scheduler=raw.scheduler, resources=raw.resources, num_samples=raw.num_samples,
         max_concurrent=raw.max_concurrent, max_failures=raw.max_failures, description=raw.description,
+        variants=[_variant(i, v, raw.space) for i, v in enumerate(raw.variants)],
     )  # fmt: skip
+    _check_variants(space)
     check_space(space, base_cfg, base_flat, check_paths=check_paths)
     return space
+
+
+def _variant(i: int, raw: Mapping[str, Any], searched: Mapping[str, Any]) -> Variant:
+    where = f"variants[{i}]"
+    v = build(VariantSpec, dict(raw), prefix=f"{where}.")
+    if not _VARIANT_NAME.match(v.name):
+        raise fail(f"{where}.name", f"{where}.name must be letters, digits, '_' or '-' (it prefixes metric "
+                                    f"names), got {v.name!r}")  # fmt: skip
+    clash = sorted(k for k in v.set if k in searched or k.startswith("defense."))
+    if clash:
+        raise fail(f"{where}.set", f"{where}.set changes {clash}: a variant changes the attack or data a defense "
+                                   f"faces, never the defense itself")  # fmt: skip
+    return Variant(v.name, dict(v.set))
+
+
+def _check_variants(space: SweepSpace) -> None:
+    names = [v.name for v in space.variants]
+    if len(set(names)) != len(names):
+        raise fail("variants", f"variants: each name may appear once, got {names}")
+    for i, v in enumerate(space.variants):  # each variant builds a valid experiment config, trained and not
+        for sampled in ({}, {"defense.enabled": False}):
+            try:
+                resolve_config(space.trial_data({**v.set, **sampled}), source=f"{space.path}: variants[{i}]")
+            except ConfigError as exc:
+                raise fail(f"variants[{i}]", str(exc)) from None
 
 
 def _is_key(key: Any, base_flat: Mapping[str, Any]) -> bool:

@@ -11,7 +11,7 @@ import copy
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ...config import ExperimentConfig
@@ -67,6 +67,14 @@ class Point:
     params: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Variant:
+    """An attack variant every trial also runs against: the dotted base keys it changes."""
+
+    name: str
+    set: dict[str, Any]
+
+
 @dataclass
 class SweepSpace:
     """A loaded, validated space file: everything the driver, the searcher and the trainable need.
@@ -89,6 +97,7 @@ class SweepSpace:
     max_concurrent: int | None
     max_failures: int
     description: str = ""
+    variants: list[Variant] = field(default_factory=list)
 
     @property
     def metrics(self) -> list[str]:
@@ -117,6 +126,20 @@ class SweepSpace:
     def trial_config(self, sampled: Mapping[str, Any], source: str = "trial") -> ExperimentConfig:
         """The config a trial with ``sampled`` values runs (raises ConfigError naming ``source``)."""
         return resolve_config(self.trial_data(sampled), source=source)
+
+    def variant_configs(self, sampled: Mapping[str, Any], source: str = "trial") -> dict[str, ExperimentConfig]:
+        """Per variant, the config a trial with ``sampled`` values runs (empty when the space has no variants)."""
+        out = {}
+        for v in self.variants:
+            data = self.trial_data({**v.set, **sampled})
+            out[v.name] = resolve_config(data, source=f"{source}, variant {v.name}")
+        return out
+
+    def baseline_configs(self) -> dict[str, ExperimentConfig]:
+        """The undefended run per variant (see :meth:`baseline_config`); one entry, ``""``, without variants."""
+        if not self.variants:
+            return {"": self.baseline_config()}
+        return self.variant_configs({"defense.enabled": False}, source=f"{self.path}: baseline")
 
     def base_config(self) -> ExperimentConfig:
         return resolve_config(copy.deepcopy(self.base), source=f"{self.path}: base")

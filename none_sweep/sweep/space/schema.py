@@ -70,6 +70,14 @@ class ResourceSettings:
 
 
 @dataclass
+class VariantSpec:
+    """One attack variant of a robust sweep: a name and the dotted base keys it changes (``--set`` style)."""
+
+    name: str = spec("")
+    set: dict[str, Any] = spec({})
+
+
+@dataclass
 class SpaceFile:
     """A whole space file (see the package docstring for what each section means)."""
 
@@ -84,3 +92,4 @@ class SpaceFile:
     num_samples: int = spec(8, low=1, high=100000)
     max_concurrent: int | None = spec(None, low=1, help="default: as many trials as the cluster fits")
     max_failures: int = spec(2, low=0, high=100, help="retries of a failed trial (from its last checkpoint)")
+    variants: list[dict[str, Any]] = spec([], help="attack variants every trial is run against (robust selection)")
