@@ -27,6 +27,7 @@ from ..tracking.layout import (
     ROLE_TAG,
     SWEEP_TAG,
 )
+from ..train.variants import split_variant_key
 from .model import Sweep, Trial
 from .provenance import code_version, utc_now
 from .runs import tracking_call
@@ -37,6 +38,8 @@ REPORTED_METRICS = ("asr", "clean_acc", "clean_acc_drop", "robust_acc", "asr_red
 #: Run tags that say which code produced a trial, if the sweep logged one; else the sweep run's params.
 CODE_TAGS = ("none_sweep.code_version", "mlflow.source.git.commit")
 CODE_PARAMS = ("version.none_sweep", "version.git", "version.torch")
+#: Per attack variant of a robust trial, the metrics quoted in the header.
+VARIANT_METRICS = ("asr", "clean_acc", "clean_acc_drop")
 #: The baseline metrics quoted (the sweep run logs more, e.g. timings).
 BASELINE_KEYS = ("baseline_asr", "baseline_clean_acc", "baseline_robust_acc")
 
@@ -93,6 +96,18 @@ def reported_metrics(trial: Trial, sweep: Sweep) -> dict[str, float]:
     return {k: float(values[k]) for k in keys if isinstance(values.get(k), (int, float))}
 
 
+def variant_results(trial: Trial) -> dict[str, str]:
+    """``{"variant NAME": "asr=... clean_acc=... clean_acc_drop=..."}`` for a robust trial (each attack variant it
+    was run against and chosen on); empty for a single-attack trial."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in trial.final_metrics.items():
+        split = split_variant_key(key)
+        if split and split[1] in VARIANT_METRICS and isinstance(value, (int, float)):
+            out.setdefault(split[0], {})[split[1]] = float(value)
+    return {f"variant {name}": _metrics_line({k: m[k] for k in VARIANT_METRICS if k in m})
+            for name, m in sorted(out.items())}  # fmt: skip
+
+
 def baseline(sweep: Sweep) -> dict[str, float]:
     return {k: sweep.baseline[k] for k in BASELINE_KEYS if k in sweep.baseline}
 
@@ -111,6 +126,7 @@ def provenance(trial: Trial, sweep: Sweep, rule: str) -> dict[str, str]:
         "rule": rule,
         "metrics": _metrics_line(metrics),
         "baseline": _metrics_line(baseline(sweep)),
+        **variant_results(trial),
         "code": f"exported by {code_version()}; the sweep ran {sweep_code(trial, sweep)}",
         "date": utc_now(),
     }

@@ -42,8 +42,10 @@ class Verdict:
 
 
 def drop_rule(sweep: Sweep) -> Rule:
-    """Lowest ASR within the sweep's own clean-accuracy-drop constraint (else 2 points)."""
-    limits = [c.threshold for c in sweep.goals.constraints if c.metric == "clean_acc_drop" and c.op == "<="]
+    """Lowest ASR within the sweep's own clean-accuracy-drop constraint (else 2 points). A robust sweep's
+    ``clean_acc_drop_max`` is the same limit: a multi-variant trial's ``clean_acc_drop`` is its largest."""
+    drops = ("clean_acc_drop", "clean_acc_drop_max")
+    limits = [c.threshold for c in sweep.goals.constraints if c.metric in drops and c.op == "<="]
     return Rule("max_drop", min(limits) if limits else DEFAULT_MAX_DROP)
 
 

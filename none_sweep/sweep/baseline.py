@@ -8,7 +8,7 @@ start of an interrupted one, reuses it as long as the baseline config is unchang
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..config import to_dict
@@ -17,31 +17,43 @@ from .space import SweepSpace
 from .storage import BASELINE_FILE, SweepStorage
 
 
-def measure_baseline(space: SweepSpace, storage: SweepStorage, say: Callable[[str], None]) -> dict[str, Any]:
-    """``{"metrics": ..., "attack": ..., "config": ..., "wall_s": ...}``, from the cache or a fresh run."""
+def measure_baseline(space: SweepSpace, storage: SweepStorage, say: Callable[[str], None],
+                     run_factory: Callable[..., Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """``{"metrics": ..., "attack": ..., "config": ..., "wall_s": ...}``, from the cache or a fresh run.
+
+    ``run_factory`` trains it (``SweepOptions.run_factory``; None: :class:`~none_sweep.train.ExperimentRun`).
+
+    A space with attack variants trains one baseline per variant (as parallel Ray tasks); the payload then also
+    holds ``variants`` (name → metrics), and ``metrics`` combines them the way a robust trial's are combined.
+    """
     import ray
 
-    cfg = to_dict(space.baseline_config())
+    configs = {name: to_dict(cfg) for name, cfg in space.baseline_configs().items()}
+    key: Any = configs.get("", configs)  # a single baseline keeps the layout baseline.json always had
     cached = storage.read_json(BASELINE_FILE)
-    if cached and cached.get("config") == cfg and "metrics" in cached:
+    if cached and cached.get("config") == key and "metrics" in cached:
         m = cached["metrics"]
         say(f"baseline: reusing {storage.experiment_path}/{BASELINE_FILE} "
             f"(clean_acc {_pct(m.get('clean_acc'))}, asr {_pct(m.get('asr'))})")  # fmt: skip
         return cached
     r = space.resources
-    say(f"baseline: training the undefended run once ({cfg['train']['epochs']} epochs, defense.enabled=false) ...")
+    epochs = next(iter(configs.values()))["train"]["epochs"]
+    runs = "once" if len(configs) == 1 else f"once per variant ({len(configs)})"
+    say(f"baseline: training the undefended run {runs} ({epochs} epochs, defense.enabled=false) ...")
     task = ray.remote(num_cpus=r.cpu, num_gpus=r.gpu, max_retries=space.max_failures)(_train_baseline)
-    ref = task.remote(cfg)
+    refs = {name: task.remote(cfg, run_factory) for name, cfg in configs.items()}
     try:
-        payload = ray.get(ref)
+        payloads = {name: ray.get(ref) for name, ref in refs.items()}
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None)
         if isinstance(cause, NoneSweepError):
             raise type(cause)(f"the undefended baseline failed: {cause}") from None
         raise
     except KeyboardInterrupt:
-        ray.cancel(ref, force=True)
+        for ref in refs.values():
+            ray.cancel(ref, force=True)
         raise
+    payload = payloads[""] if "" in payloads else _combined(payloads, key)
     storage.write_json(BASELINE_FILE, payload)
     m = payload["metrics"]
     say(f"baseline: clean_acc {_pct(m.get('clean_acc'))}, asr {_pct(m.get('asr'))}, "
@@ -49,7 +61,20 @@ def measure_baseline(space: SweepSpace, storage: SweepStorage, say: Callable[[st
     return payload
 
 
-def _train_baseline(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+def _combined(payloads: Mapping[str, Mapping[str, Any]], config: Any) -> dict[str, Any]:
+    from ..train.variants import combined_metrics
+
+    per_variant = {name: dict(p["metrics"]) for name, p in payloads.items()}
+    return {
+        "metrics": combined_metrics(per_variant),
+        "variants": per_variant,
+        "attack": {"variants": {name: p["attack"] for name, p in payloads.items()}},
+        "config": config,
+        "wall_s": sum(float(p["wall_s"]) for p in payloads.values()),
+    }
+
+
+def _train_baseline(cfg_dict: dict[str, Any], run_factory: Callable[..., Any] | None = None) -> dict[str, Any]:
     import os
 
     os.environ.pop("MLFLOW_RUN_ID", None)
@@ -58,7 +83,7 @@ def _train_baseline(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 
     cfg = resolve_config(cfg_dict, source="baseline")
     t0 = time.perf_counter()
-    run = ExperimentRun(cfg)
+    run = (run_factory or ExperimentRun)(cfg, pretrain_cache=None, progress=None)
     for _ in run.epochs():
         pass
     result = run.result()

@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +36,21 @@ FIRST_KEYS = ("asr", "clean_acc", "clean_acc_drop", "epoch")
 
 
 def train_trial(config: dict[str, Any], *, space: SweepSpace, baseline: Mapping[str, Any], cache_root: str | None,
-                storage: SweepStorage | None = None) -> None:  # fmt: skip
-    """Ray Tune entry point; ``config`` holds the sampled dotted keys."""
+                storage: SweepStorage | None = None, run_factory: Callable[..., Any] | None = None) -> None:  # fmt: skip
+    """Ray Tune entry point; ``config`` holds the sampled dotted keys.
+
+    ``run_factory`` builds the run (``SweepOptions.run_factory``; None: :class:`~none_sweep.train.ExperimentRun`).
+    """
     os.environ.pop("MLFLOW_RUN_ID", None)  # a driver's active run must never capture a trial
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per round is noise
     from ray import tune
 
-    from ..train import ExperimentRun, PretrainCache
+    from ..train import PretrainCache
 
     trial_id = tune.get_context().get_trial_id()
     cfg = space.trial_config(config, source=f"trial {trial_id}")
     _set_threads(cfg)
-    base_metrics = dict(baseline.get("metrics", {}))
+    base_metrics = {} if space.variants else dict(baseline.get("metrics", {}))  # variants: compared per variant
     node = _node_id()
     required = required_metrics(space)
     records = OutcomeRecords(storage, trial_id)
@@ -71,7 +74,7 @@ def train_trial(config: dict[str, Any], *, space: SweepSpace, baseline: Mapping[
             if outcome.get("final"):
                 tune.report({**outcome["metrics"], "node_id": node})
                 return
-            run = ExperimentRun(cfg, pretrain_cache=None, progress=logger.debug)
+            run = new_run(space, config, cfg, baseline, None, run_factory)
             try:
                 run.load_checkpoint(Path(folder) / RUN_STATE)
             except CheckpointError as exc:  # truncated, corrupt or foreign: never resume from it
@@ -79,7 +82,7 @@ def train_trial(config: dict[str, Any], *, space: SweepSpace, baseline: Mapping[
                 run, discarded = None, True
     if run is None:
         cache = PretrainCache(cache_root) if cache_root else None
-        run = ExperimentRun(cfg, pretrain_cache=cache, progress=logger.debug)
+        run = new_run(space, config, cfg, baseline, cache, run_factory)
     extra = {"checkpoint_discarded": 1} if discarded else {}
 
     last = None
@@ -107,6 +110,20 @@ def train_trial(config: dict[str, Any], *, space: SweepSpace, baseline: Mapping[
     outcome = {"final": True, "metrics": final}
     records.write(outcome, model_state=_model_bytes(run))
     _report_with_checkpoint(run, final, outcome)
+
+
+def new_run(space: SweepSpace, sampled: Mapping[str, Any], cfg: Any, baseline: Mapping[str, Any],
+            cache: Any, run_factory: Callable[..., Any] | None = None) -> Any:  # fmt: skip
+    """The trial's run: one :class:`~none_sweep.train.ExperimentRun` (or ``run_factory``'s run), or one per attack
+    variant of the space."""
+    from ..train import ExperimentRun, VariantsRun
+
+    factory = run_factory or ExperimentRun
+    if not space.variants:
+        return factory(cfg, pretrain_cache=cache, progress=logger.debug)
+    configs = space.variant_configs(sampled, source="trial")
+    return VariantsRun(configs, baseline.get("variants", {}), pretrain_cache=cache, progress=logger.debug,
+                       factory=factory)  # fmt: skip
 
 
 class OutcomeRecords:
@@ -198,12 +215,14 @@ def final_metrics(last: Any, result: Mapping[str, Any], baseline: Mapping[str, A
                   required: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
     """The last epoch's metrics, the run's result and the baseline comparison, in one report."""
     from ..train import compare_to_baseline
+    from ..train.variants import aggregate
 
     m = epoch_metrics(last, baseline, node, required) if last is not None else {}
     m.update({k: (float(v) if isinstance(v, bool) else v) for k, v in result.items() if _scalar(v)})
     if baseline:
         m.update(compare_to_baseline(result, baseline))
     m["final"] = 1
+    m.update({k: v for k, v in aggregate({"run": m}).items() if k not in m})  # one attack: asr_max = asr, ...
     for key in required:
         if m.get(key) is None:
             m[key] = math.nan  # the searcher fails the trial, saying which metric was missing

@@ -5,6 +5,7 @@ from .metrics import compare_to_baseline, detection_scores
 from .pretrain_cache import PretrainCache, prefix_key
 from .run import EpochReport, ExperimentRun, RunResult
 from .schedule import EpochPlan, build_plan
+from .variants import VariantsRun
 
 __all__ = [
     "EpochPlan",
@@ -12,6 +13,7 @@ __all__ = [
     "ExperimentRun",
     "PretrainCache",
     "RunResult",
+    "VariantsRun",
     "build_plan",
     "compare_to_baseline",
     "detection_scores",

@@ -66,10 +66,19 @@ EPOCH_METRICS = (
     "asr", "clean_acc", "robust_acc", "clean_acc_drop", "asr_reduction", "der", "rir",
     "loss", "lr", "removed_samples", "neurons_reset", "epoch_s",
 )  # fmt: skip
+#: Aggregates over a trial's attack variants (:mod:`.variants`; one attack: each equals its metric), by name:
+#: (metric, how). Robust sweeps name these in objectives and constraints.
+AGGREGATES: dict[str, tuple[str, str]] = {
+    "asr_max": ("asr", "max"),
+    "asr_mean": ("asr", "mean"),
+    "clean_acc_min": ("clean_acc", "min"),
+    "clean_acc_mean": ("clean_acc", "mean"),
+    "clean_acc_drop_max": ("clean_acc_drop", "max"),
+}
 #: Metrics of a trial's final report (a sweep's objectives and constraints may name any of these).
 FINAL_METRICS = (
     *EPOCH_METRICS, "poison_precision", "poison_recall", "poisoned_samples", "epochs", "wall_s", "pretrain_s",
-    "pretrain_saved_s", "reasr",
+    "pretrain_saved_s", "reasr", *AGGREGATES,
 )  # fmt: skip
 #: Metrics measured only when the attack plants a trigger (see ``none_sweep.attacks.injects_trigger``).
 TRIGGER_METRICS = ("asr", "robust_acc", "asr_reduction", "poison_recall")
