@@ -12,8 +12,11 @@ A space file is YAML with the sections below; each is a dataclass (:mod:`.schema
     scheduler:   {name: none|asha, metric, mode, grace_period, reduction_factor, max_t}
     resources:   {cpu, gpu}                            (per trial; gpu may be a fraction)
     num_samples, max_concurrent, max_failures
+    variants:    [{name, set: {dotted base key: value}}]   (attack variants every trial runs against)
+    include:     [space files], experiment: FILE          (composition, :mod:`.compose`)
 
-The modules, in the order a file goes through them: :mod:`.schema` (the file's shape), :mod:`.params` (one
+The modules, in the order a file goes through them: :mod:`.compose` (includes and the base experiment merged into
+one self-contained mapping), :mod:`.schema` (the file's shape), :mod:`.params` (one
 class per param type, registered by name: validates, samples, converts to its Optuna distribution, describes
 itself), :mod:`.load` (read and resolve, once), :mod:`.checks` (every bound builds a valid experiment config,
 points inside the space, settings that fit, objectives that can be measured), :mod:`.model` (the result).

@@ -108,7 +108,7 @@ def _check_variants(space: SweepSpace) -> None:
     for i, v in enumerate(space.variants):  # each variant builds a valid experiment config, trained and not
         for sampled in ({}, {"defense.enabled": False}):
             try:
-                resolve_config(space.trial_data({**v.set, **sampled}), source=f"{space.path}: variants[{i}]")
+                resolve_config(space.trial_data({**v.set, **sampled}), source=f"variants[{i}]")
             except ConfigError as exc:
                 raise fail(f"variants[{i}]", str(exc)) from None
 
