@@ -57,7 +57,7 @@ def changed(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def test_registry_names():
-    assert ATTACKS.names() == ["badnets", "blend", "none", "sig", "wanet"]
+    assert ATTACKS.names() == ["badnets", "blend", "label_consistent", "none", "sig", "wanet"]
     assert params_class("badnets") is ATTACKS.get("badnets").Params
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import bench_analysis, bench_epoch, bench_overhead, bench_sweep
+from bench import bench_analysis, bench_epoch, bench_overhead, bench_scale, bench_sweep
 from bench._common import synthetic_images, table
 
 CPU = torch.device("cpu")
@@ -238,3 +238,67 @@ def test_gpu_suite_smoke_data_and_space_go_through_the_product(tmp_path, cuda: b
     assert space.trial_config({"defense.max_reset_fraction": 0.1, "defense.lamda_l": 0.1}).model.name == (
         "resnet18" if cuda else "small_cnn"
     )
+
+
+# --------------------------------------------------------------------------- bench_scale
+def test_synthetic_run_has_the_experiment_runs_interface(tmp_path) -> None:
+    """Same epoch plan, reports, result keys and checkpoint round trip as ExperimentRun; shares pre-training."""
+    from bench._synthetic import synthetic_run
+    from none_sweep.errors import CheckpointError
+    from none_sweep.sweep.space import load_space
+    from none_sweep.train import PretrainCache, build_plan
+
+    space = load_space(bench_scale.SPACE_FILE)
+    cfg = space.trial_config({"defense.max_reset_fraction": 0.2, "defense.rounds": 2})
+    first = synthetic_run(cfg, pretrain_cache=PretrainCache(tmp_path / "cache"), progress=None)
+    reports = list(first.epochs())
+    assert [r.epoch for r in reports] == [s.epoch for s in build_plan(cfg)] and reports[-1].final
+    assert sum(r.round_end for r in reports) == 3 and not any(r.cached for r in reports)
+    result = first.result().metrics
+    assert {"asr", "clean_acc", "robust_acc", "neurons_reset", "epochs"} <= set(result)
+    assert result["asr"] < 0.5 < result["clean_acc"]  # resets 20% of the channels: the backdoor is mostly gone
+    second = synthetic_run(cfg, pretrain_cache=PretrainCache(tmp_path / "cache"))
+    again = list(second.epochs())
+    assert all(r.cached for r in again[:6]) and second.result().metrics == {**result, "pretrain_cached": True}
+    first.save_checkpoint(tmp_path / "run.ckpt")
+    resumed = synthetic_run(cfg)
+    resumed.load_checkpoint(tmp_path / "run.ckpt")
+    assert list(resumed.epochs()) == [] and resumed.result().metrics["asr"] == result["asr"]
+    with pytest.raises(CheckpointError):
+        synthetic_run(space.trial_config({"defense.max_reset_fraction": 0.1})).load_checkpoint(tmp_path / "run.ckpt")
+    baseline = synthetic_run(space.baseline_config())
+    assert len(list(baseline.epochs())) == 6 and baseline.result().metrics["asr"] > 0.9
+
+
+def test_scale_growth_exponent() -> None:
+    rows = [{"n": n, "concurrency": 4, "flat": 2.0, "linear": 0.01 * n} for n in (10, 100, 1000)]
+    assert bench_scale.growth(rows, "flat") == pytest.approx(0.0, abs=1e-9)
+    assert bench_scale.growth(rows, "linear") == pytest.approx(1.0)
+
+
+def test_scale_quick_runs_the_real_sweep_stops_it_at_half_and_resumes_to_the_end(tmp_path) -> None:
+    """``python -m bench.bench_scale --quick``: N=4, 2 at a time, through the runner, report and export."""
+    import json
+
+    out = tmp_path / "scale.json"
+    assert bench_scale.main(["--quick", "--out", str(out), "--plot", str(tmp_path / "scale.png"),
+                             "--keep", str(tmp_path / "work")]) == 0  # fmt: skip
+    payload = json.loads(out.read_text())
+    assert payload["machine"] and payload["date"] and payload["command"].startswith("python -m bench.bench_scale")
+    (row,) = payload["rows"]
+    assert set(bench_scale.FIELDS) <= set(row)
+    n = row["n"]
+    assert (n, row["concurrency"]) == (4, 2)
+    # stopped by SIGINT once half the trials ended, resumed to the end: every store holds all N, all finished
+    assert row["start_code"] == 130 and row["resume_code"] == 0 and 2 <= row["interrupted_at"] < n
+    assert row["trials_ray"] == row["trials_ended"] == row["runs_mlflow"] == row["trials_optuna_complete"] == n
+    assert row["report_finished"] == n and row["report_rc"] == 0 and row["export_rc"] == 0
+    assert row["suggest_calls"] == n and row["reports"] >= 5 * n and row["mlflow_warnings"] == 0
+    for key in ("wall_s", "driver_cpu_s", "driver_cpu_per_trial_s", "driver_cpu_setup_s", "suggest_ms_median",
+                "suggest_ms_p95", "report_ms_median", "report_ms_p95", "mlflow_s_per_trial", "close_s_per_trial",
+                "peak_rss_mb", "journal_bytes", "mlflow_store_bytes", "artifact_bytes", "storage_bytes",
+                "resume_first_trial_s", "resume_first_new_trial_s", "resume_total_s", "report_s", "export_s",
+                "cli_startup_s"):  # fmt: skip
+        assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] > 0, key
+    assert row["suggest_ms_p95"] >= row["suggest_ms_median"] and row["resume_total_s"] >= row["resume_first_trial_s"]
+    assert (tmp_path / "scale.png").stat().st_size > 0

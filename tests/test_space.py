@@ -25,8 +25,13 @@ ROOT = Path(__file__).parents[1]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 DIGITS = ROOT / "search_spaces" / "digits_tiny.yaml"
 REQUIRED_KEYS = {
-    "defense.max_reset_fraction", "defense.lamda_l", "defense.lamda_h", "defense.rounds",
-    "defense.pretrain_epochs", "defense.reset_mode", "defense.filter_samples",
+    "defense.max_reset_fraction",
+    "defense.lamda_l",
+    "defense.lamda_h",
+    "defense.rounds",
+    "defense.pretrain_epochs",
+    "defense.reset_mode",
+    "defense.filter_samples",
 }  # fmt: skip  (the schedule knobs each family fixes differently: tests/test_space_compose.py)
 
 

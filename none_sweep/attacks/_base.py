@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -53,6 +53,25 @@ class TriggeredSet:
     true_y: Tensor
 
 
+Surrogate = Callable[[Tensor], Tensor]
+"""A model an attack optimises its poison against: normalised float32 images ``[B, C, H, W]`` (what
+``data.normalize`` gives) → logits ``[B, num_classes]``, differentiable in its input. An ``nn.Module`` in eval
+mode qualifies; the attack runs on the device of its parameters."""
+
+
+@dataclass(frozen=True)
+class SurrogateRequest:
+    """What an attack that needs a surrogate asks the training layer to train on the clean training set.
+
+    The attack never trains (attacks sit below ``train``): it says which model and how long, the training layer
+    trains it once (seeded, cached), and hands it to :meth:`Attack.poison` as ``surrogate``.
+    """
+
+    model: str | None
+    """A registered model name; None: the experiment's own ``model.name``."""
+    epochs: int
+
+
 @dataclass
 class NoParams:
     """An attack without parameters; ``attack.params`` must then be empty."""
@@ -77,6 +96,8 @@ class Attack(ABC):
     """Clean-label attacks poison only target-class samples and keep every label."""
     injects_trigger: ClassVar[bool] = True
     """False for clean training (``none``): no trigger, so no ASR; REASR (natural backdoors) is measured instead."""
+    needs_surrogate: ClassVar[bool] = False
+    """True when :meth:`poison` optimises against a model trained on clean data (see :meth:`surrogate_request`)."""
 
     def __init__(self, cfg: AttackConfig, info: DatasetInfo, seed: int) -> None:
         try:
@@ -93,6 +114,18 @@ class Attack(ABC):
     @abstractmethod
     def apply_trigger(self, x: Tensor) -> Tensor:
         """``x`` (uint8 ``[B, C, H, W]``) with the trigger, as a new uint8 tensor on ``x``'s device."""
+
+    def poison_images(self, x: Tensor, y: Tensor, surrogate: Surrogate | None) -> Tensor:
+        """The poisoned form of the chosen training images ``x`` (labels ``y``); by default just the trigger.
+
+        Attacks that alter training images beyond the trigger (label-consistent: an adversarial perturbation
+        first) override this; the test-time trigger stays :meth:`apply_trigger`.
+        """
+        return self.apply_trigger(x)
+
+    def surrogate_request(self) -> SurrogateRequest | None:
+        """What surrogate :meth:`poison` needs, or None (the default: none). Overridden with ``needs_surrogate``."""
+        return None
 
     def trigger_description(self) -> dict[str, Any]:
         """Derived trigger facts beyond the params (e.g. the patch's pixel box); recorded by :meth:`describe`."""
@@ -141,12 +174,18 @@ class Attack(ABC):
 
     # --- the shared mechanics ---------------------------------------------------------------------------------
 
-    def poison(self, x: Tensor, y: Tensor) -> PoisonedData:
-        """A poisoned copy of the training set: exactly ``poison_count(rate, N)`` seeded samples triggered."""
+    def poison(self, x: Tensor, y: Tensor, surrogate: Surrogate | None = None) -> PoisonedData:
+        """A poisoned copy of the training set: exactly ``poison_count(rate, N)`` seeded samples triggered.
+
+        ``surrogate`` is the model asked for by :meth:`surrogate_request` (trained by the caller on the clean
+        ``x, y``); attacks without ``needs_surrogate`` ignore it.
+        """
+        if self.needs_surrogate and surrogate is None:
+            raise ValueError(f"attack {self.cfg.name!r} perturbs against a surrogate model; pass surrogate=")
         idx = self.choose_indices(y)
         x_out, y_out = x.clone(), y.clone()
         if len(idx):
-            x_out[idx] = self.apply_trigger(x[idx])
+            x_out[idx] = self.poison_images(x[idx], y[idx], surrogate)
             y_out[idx] = self.poison_labels(y[idx])
         return PoisonedData(x_out, y_out, idx, self.extra(x, y, x_out, idx))
 

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import ATTACKS, Attack, PoisonedData, TriggeredSet
+from ._base import ATTACKS, Attack, PoisonedData, Surrogate, TriggeredSet
 
 
 @ATTACKS.register("none")
@@ -19,7 +19,7 @@ class NoAttack(Attack):
     def apply_trigger(self, x: Tensor) -> Tensor:
         return x.clone()
 
-    def poison(self, x: Tensor, y: Tensor) -> PoisonedData:
+    def poison(self, x: Tensor, y: Tensor, surrogate: Surrogate | None = None) -> PoisonedData:
         return PoisonedData(x.clone(), y.clone(), torch.empty(0, dtype=torch.int64, device=y.device))
 
     def triggered_test(self, x: Tensor, y: Tensor) -> TriggeredSet:

@@ -96,10 +96,14 @@ def _summary(m: dict[str, Any], out: Path) -> str:
     def pct(x: Any) -> str:
         return "n/a" if x is None else f"{100 * x:.2f}%"
 
+    detection = (  # no poison, nothing to detect: no figures (see train.metrics.detection_scores)
+        f"poison precision {pct(m['poison_precision'])} recall {pct(m['poison_recall'])}  "
+        if "poison_recall" in m
+        else ""
+    )
     lines = [
         f"clean_acc {pct(m['clean_acc'])}  asr {pct(m['asr'])}  robust_acc {pct(m['robust_acc'])}",
-        f"poison precision {pct(m['poison_precision'])} recall {pct(m['poison_recall'])}  "
-        f"neurons reset {m['neurons_reset']}  removed {m['removed_samples']}  "
+        f"{detection}neurons reset {m['neurons_reset']}  removed {m['removed_samples']}  "
         f"epochs {m['epochs']}  wall {m['wall_s']:.1f}s",
     ]
     if "der" in m:

@@ -90,7 +90,12 @@ class DefenseConfig:
     lamda_l: float = spec(0.1, low=0.0, high=1.0, low_open=True, high_open=True)
     lamda_h: float = spec(0.9, low=0.0, high=1.0, low_open=True, high_open=True)
     reset_mode: str = spec("zero", choices=("zero", "reinit"))
-    filter_samples: bool = spec(True, help="drop suspected poisoned samples (two-class natural breaks)")
+    filter_samples: bool | str = spec(
+        "auto",
+        choices=("auto", True, False),
+        help="drop suspected poisoned samples (two-class natural breaks); auto: only when the attack injects a "
+        "trigger (published: no filtering without an attack), see none_sweep.defense.filters_samples",
+    )
     removal: str = spec("cumulative", choices=("cumulative", "per_round"), help="per_round is the published behaviour")
     max_removed_fraction: float | None = spec(
         None,
@@ -117,8 +122,20 @@ class EvalConfig:
 
     reasr: str = spec("auto", choices=("auto", "always", "never"), help="auto: only when the attack has no trigger")
     reasr_patch_fraction: float = spec(0.06, low=0.0, high=0.5, low_open=True, help="patch area bound (ABS: 2-12%)")
-    reasr_steps: int = spec(100, low=1, high=100000)
-    reasr_images: int = spec(256, low=8, help="held-in images for inversion (as many again are held out)")
+    reasr_steps: int = spec(100, low=1, high=100000, help="Adam steps of the patch optimisation")
+    reasr_images: int = spec(256, low=8, help="held-in test images the patches are optimised on")
+    reasr_holdout: int | None = spec(
+        None, low=8, help="held-out test images the flip rate is measured on (a forward pass only); null: reasr_images"
+    )
+    reasr_labels: int | None = spec(
+        None,
+        low=1,
+        help="invert only this many target labels to the end, the ones with the lowest loss after "
+        "reasr_screen_steps steps on all labels (a pre-screen); null: every label",
+    )
+    reasr_screen_steps: int | None = spec(
+        None, low=1, help="steps on all labels before the pre-screen picks reasr_labels; null: a quarter of reasr_steps"
+    )
 
 
 @dataclass

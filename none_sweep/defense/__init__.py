@@ -5,7 +5,7 @@ Everything works from ``named_modules()``, forward hooks and the fx graph, so an
 """
 
 from .analysis import DEFAULT_CACHE_BUDGET, Analysis, analyse
-from .filtering import removal_mask
+from .filtering import filters_samples, removal_mask
 from .monitor import LAYER_TYPES, ChannelMaxRecorder, MonitoredLayer, channel_max, find_monitored_layers
 from .natural_breaks import two_class_breaks
 from .reset import RESET_MODES, LayerPlan, ResetPlan, Successor, plan_resets, reset_neurons
@@ -35,6 +35,7 @@ __all__ = [
     "channel_max",
     "channel_scores",
     "class_masks",
+    "filters_samples",
     "find_monitored_layers",
     "plan_resets",
     "removal_mask",

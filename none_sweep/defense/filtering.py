@@ -4,6 +4,10 @@ Why a cap: on a model only a few epochs old the two-class split of the sample sc
 the upper class can hold 40 % of the training set; removed cumulatively over a few rounds that drops more than
 half the data (bench/RESULTS.md, hand setting B). A cap keeps only the highest-scoring suspects, which are the
 ones the statistic is surest of, so early and frequent resets can be swept without starving the training.
+
+Whether a round filters at all is :func:`filters_samples`, the one place ``defense.filter_samples`` is read: the
+published script drops suspects only when an attack is present. On a clean model the natural-breaks split still
+has an upper class (on clean Fashion-MNIST, 40 % of the training set), so filtering there only throws data away.
 """
 
 from __future__ import annotations
@@ -12,6 +16,16 @@ import math
 
 import torch
 from torch import Tensor
+
+
+def filters_samples(setting: bool | str, injects_trigger: bool) -> bool:
+    """Whether suspected samples are dropped: ``defense.filter_samples`` ``True`` / ``False`` as said, ``"auto"``
+    only when the attack injects a trigger (natural-backdoor runs keep their data, as published)."""
+    if setting == "auto":
+        return injects_trigger
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"defense.filter_samples must be auto, true or false, got {setting!r}")
 
 
 def removal_mask(removed: Tensor, suspected: Tensor, sample_scores: Tensor, *, cumulative: bool,

@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, StorageError
 from ..text import first_line
@@ -48,6 +48,11 @@ class SweepOptions:
     resume: bool = False
     overrides: list[str] = field(default_factory=list)
     verbose: bool = False  # Ray's own trial tables instead of one line per trial event
+    #: What trains a trial and the baseline: an importable top-level callable ``(cfg, pretrain_cache=, progress=)``
+    #: returning an object with :class:`~none_sweep.train.ExperimentRun`'s interface (``epochs()``, ``result()``,
+    #: ``save_checkpoint``, ``load_checkpoint``, ``model``); None is ExperimentRun. It lets ``bench/bench_scale.py``
+    #: time the sweep machinery itself with a synthetic objective. Not recorded: pass it again on ``resume``.
+    run_factory: Callable[..., Any] | None = None
 
 
 def run_sweep(opts: SweepOptions, say: Say = console.say_line) -> int:
@@ -134,9 +139,9 @@ def _run(record: SweepRecord, opts: SweepOptions, say: Say) -> int:
         preflight.env(preflight.SWEEP_ENV, override=False),
         tracker.parent_run(record.parent_params(), artifacts, resume=opts.resume),
     ):
-        baseline = measure_baseline(space, storage, say)
+        baseline = measure_baseline(space, storage, say, opts.run_factory)
         _best_effort(lambda: tracker.log_baseline(baseline), "logging the baseline", say)
-        elapsed = tuner.fit(record, storage, baseline, opts.resume, total, opts.verbose)
+        elapsed = tuner.fit(record, storage, baseline, opts.resume, total, opts.verbose, opts.run_factory)
         return _summarise(record, storage, tracker, elapsed, say)
 
 

@@ -3,54 +3,60 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .record import SweepRecord
 from .space import SweepSpace
 from .storage import JOURNAL_FILE, SweepStorage
 
+RunFactory = Callable[..., Any]  # ``(cfg, pretrain_cache=, progress=) -> run``, see ``SweepOptions.run_factory``
+
 
 def fit(record: SweepRecord, storage: SweepStorage, baseline: Mapping[str, Any], resume: bool,
-        total: Mapping[str, float], verbose: bool = False) -> float:  # fmt: skip
-    """Run (or continue) the Tuner until every trial ended or the user interrupted; returns the wall time."""
+        total: Mapping[str, float], verbose: bool = False, run_factory: RunFactory | None = None) -> float:  # fmt: skip
+    """Run (or continue) the Tuner until every trial ended or the user interrupted; returns the wall time.
+
+    ``run_factory``: what trains each trial (``SweepOptions.run_factory``; None: ``ExperimentRun``).
+    """
     journal = storage.journal_path()
     if not storage.is_local and resume and not journal.exists():
         storage.copy_from(JOURNAL_FILE, journal)
     if not verbose:
         quiet_libraries()
     t0 = time.time()
-    tuner = _restored(record, storage, baseline) if resume else _new(record, storage, baseline, total, verbose)
+    trainable = _trainable(record, storage, baseline, run_factory)
+    tuner = _restored(storage, trainable) if resume else _new(record, storage, trainable, total, verbose)
     tuner.fit()
     if not storage.is_local and journal.exists():
         storage.copy_to(journal, JOURNAL_FILE)
     return time.time() - t0
 
 
-def _trainable(record: SweepRecord, storage: SweepStorage, baseline: Mapping[str, Any]) -> Any:
+def _trainable(record: SweepRecord, storage: SweepStorage, baseline: Mapping[str, Any],
+               run_factory: RunFactory | None = None) -> Any:  # fmt: skip
     from ray import tune
 
     from .trainable import train_trial
 
     space = record.space
     trainable = tune.with_parameters(
-        train_trial, space=space, baseline=dict(baseline), cache_root=storage.pretrain_cache_root, storage=storage
-    )
+        train_trial, space=space, baseline=dict(baseline), cache_root=storage.pretrain_cache_root, storage=storage,
+        run_factory=run_factory,
+    )  # fmt: skip
     return tune.with_resources(trainable, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
 
 
-def _restored(record: SweepRecord, storage: SweepStorage, baseline: Mapping[str, Any]) -> Any:
+def _restored(storage: SweepStorage, trainable: Any) -> Any:
     from ray import tune
 
     from .trials import quiet_analysis
 
     with quiet_analysis():
-        return tune.Tuner.restore(
-            storage.experiment_path, _trainable(record, storage, baseline), resume_unfinished=True, resume_errored=True
-        )
+        return tune.Tuner.restore(storage.experiment_path, trainable, resume_unfinished=True, resume_errored=True)
 
 
-def _new(record: SweepRecord, storage: SweepStorage, baseline: Mapping[str, Any], total: Mapping[str, float],
+def _new(record: SweepRecord, storage: SweepStorage, trainable: Any, total: Mapping[str, float],
          verbose: bool) -> Any:  # fmt: skip
     """A new Tuner. Quiet by default: one line per trial event (:mod:`.progress`) instead of Ray's tables."""
     from ray import tune
@@ -64,7 +70,7 @@ def _new(record: SweepRecord, storage: SweepStorage, baseline: Mapping[str, Any]
         journal.unlink()  # left by a start that died before Ray recorded anything: start the study afresh
     space = record.space
     return tune.Tuner(
-        _trainable(record, storage, baseline),
+        trainable,
         tune_config=tune.TuneConfig(
             search_alg=SweepSearcher(space, journal, study_name=record.name),
             num_samples=record.num_samples,

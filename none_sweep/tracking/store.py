@@ -23,6 +23,7 @@ from .layout import (
     BASELINE_PREFIX,
     CONFIG_ARTIFACT,
     CONFIG_ERROR_TAG,
+    EARLY_STOP_TAG,
     ERROR_TAG,
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
@@ -323,6 +324,9 @@ class SweepTracker:
         self.client.delete_run(run_id)
 
     def reopen_child(self, run_id: str) -> None:
+        """A trial Ray resumed runs again: how it ended before (stopped early, e.g. by a Ctrl-C) no longer holds."""
+        if self.client.get_run(run_id).data.tags.get(EARLY_STOP_TAG) == "true":
+            self.client.delete_tag(run_id, EARLY_STOP_TAG)
         self.client.update_run(run_id, status="RUNNING")
 
     # ------------------------------------------------------------------ helpers

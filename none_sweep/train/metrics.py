@@ -21,8 +21,11 @@ def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float | None:
 def detection_scores(removed: torch.Tensor, poisoned_idx: torch.Tensor) -> dict[str, float | None]:
     """Precision and recall of the removed samples against the indices the attack really poisoned.
 
-    Precision is undefined (None) when nothing was removed; recall when nothing was poisoned.
+    With no poisoned sample there is nothing to detect: no keys at all (rather than a NaN or a 0 % that reads as
+    a measurement, and is logged, reported and plotted as one). Precision is None when nothing was removed.
     """
+    if poisoned_idx.numel() == 0:
+        return {}
     poisoned = torch.zeros_like(removed, dtype=torch.bool)
     poisoned[poisoned_idx.to(removed.device)] = True
     hits = (removed & poisoned).sum().item()
@@ -30,7 +33,7 @@ def detection_scores(removed: torch.Tensor, poisoned_idx: torch.Tensor) -> dict[
     n_poisoned = int(poisoned.sum().item())
     return {
         "poison_precision": hits / n_removed if n_removed else None,
-        "poison_recall": hits / n_poisoned if n_poisoned else None,
+        "poison_recall": hits / n_poisoned,
     }
 
 
@@ -81,7 +84,7 @@ FINAL_METRICS = (
     "pretrain_saved_s", "reasr", *AGGREGATES,
 )  # fmt: skip
 #: Metrics measured only when the attack plants a trigger (see ``none_sweep.attacks.injects_trigger``).
-TRIGGER_METRICS = ("asr", "robust_acc", "asr_reduction", "poison_recall")
+TRIGGER_METRICS = ("asr", "robust_acc", "asr_reduction", "poison_precision", "poison_recall")
 
 
 def measures_reasr(mode: str, injects_trigger: bool) -> bool:

@@ -23,7 +23,7 @@ from torch import nn
 from ..attacks import ATTACKS
 from ..config import ExperimentConfig, to_dict
 from ..data import ImageData, load_dataset
-from ..defense import analyse, find_monitored_layers, removal_mask, reset_neurons
+from ..defense import analyse, filters_samples, find_monitored_layers, removal_mask, reset_neurons
 from ..errors import CheckpointError, TrainingDiverged
 from ..models import create_model
 from .checkpoint import load_state, restore_rng, rng_state, save_state
@@ -33,6 +33,7 @@ from .metrics import accuracy, detection_scores
 from .pretrain_cache import PretrainCache, prefix_key
 from .resident import ResidentData
 from .schedule import EpochPlan, build_plan, pretrain_epochs
+from .surrogate import obtain_surrogate
 from .trigger_inversion import invert_triggers
 
 Progress = Callable[[str], None]
@@ -86,7 +87,8 @@ class ExperimentRun:
         data = data if data is not None else load_dataset(cfg.data, cfg.seed)
         self.info = data.info
         self.attack = ATTACKS.get(cfg.attack.name)(cfg.attack, data.info, cfg.seed)
-        poisoned = self.attack.poison(data.train_x, data.train_y)
+        surrogate = obtain_surrogate(self.attack, cfg, data, self.device, pretrain_cache, self.progress)
+        poisoned = self.attack.poison(data.train_x, data.train_y, surrogate=surrogate)
         trig = self.attack.triggered_test(data.test_x, data.test_y)
         self.poison_idx = poisoned.poison_idx
         self.data = ResidentData(
@@ -193,7 +195,8 @@ class ExperimentRun:
             budget = int(self.cfg.train.analysis_cache_mb * 2**20)
             analysis = analyse(self.model, batches, self.layers, d, self.info.num_classes, cache_budget_bytes=budget)
         suspected = analysis.suspected.to(self.device)
-        if d.filter_samples:
+        filtering = filters_samples(d.filter_samples, self.attack.injects_trigger)
+        if filtering:
             scores = analysis.sample_scores.to(self.device)
             self.removed = removal_mask(self.removed, suspected, scores, cumulative=d.removal == "cumulative",
                                         max_fraction=d.max_removed_fraction)  # fmt: skip
@@ -209,6 +212,7 @@ class ExperimentRun:
             "neurons_reset": int(sum(per_layer.values())),
             "neurons_reset_per_layer": {k: int(v) for k, v in per_layer.items()},
             "suspected": int(suspected.sum().item()),
+            "filtering": filtering,
             "removed_samples": int(self.removed.sum().item()),
             "analysis_s": time.perf_counter() - t0,
             "analysis_passes": analysis.passes,
@@ -216,10 +220,12 @@ class ExperimentRun:
             **{k: v for k, v in detection_scores(self.removed, self.poison_idx).items()},
         }
         self.rounds.append(info)
+        detection = (f" (precision {_pct(info['poison_precision'])}, recall {_pct(info['poison_recall'])})"
+                     if "poison_recall" in info else "")  # fmt: skip
+        kept = "" if filtering else " (filtering off)"
         self.progress(
             f"round {step.round}: reset {info['neurons_reset']} neurons in {len(per_layer)} layers, "
-            f"{info['suspected']} samples suspected, {info['removed_samples']} removed "
-            f"(precision {_pct(info['poison_precision'])}, recall {_pct(info['poison_recall'])}) "
+            f"{info['suspected']} samples suspected, {info['removed_samples']} removed{kept}{detection} "
             f"in {info['analysis_s']:.1f}s"
         )
 
@@ -242,7 +248,8 @@ class ExperimentRun:
         e = self.cfg.evaluation
         found = invert_triggers(
             self.model, self.data.test_x, self.data.test_y, self.info, patch_fraction=e.reasr_patch_fraction,
-            steps=e.reasr_steps, images=e.reasr_images, seed=self.cfg.seed,
+            steps=e.reasr_steps, images=e.reasr_images, holdout=e.reasr_holdout, labels=e.reasr_labels,
+            screen_steps=e.reasr_screen_steps, seed=self.cfg.seed,
         )  # fmt: skip
         self.progress(f"REASR {100 * found.reasr:.1f}% (label {found.label})")
         return {"reasr": found.reasr, "reasr_label": float(found.label)}

@@ -145,7 +145,9 @@ class VariantsRun:
     def load_checkpoint(self, path: str | Path) -> None:
         state = load_state(path)
         if state.get("variants") != self.names:
-            raise CheckpointError(f"{path}: checkpoint belongs to other variants ({state.get('variants')}); start afresh")
+            raise CheckpointError(
+                f"{path}: checkpoint belongs to other variants ({state.get('variants')}); start afresh"
+            )
         self.index, self.epoch_offset = int(state["index"]), int(state["epoch_offset"])
         self.done, self.attacks = dict(state["done"]), dict(state["attacks"])
         self.current = None
