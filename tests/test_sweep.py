@@ -9,6 +9,7 @@ local Ray (``ray_local``).
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 
@@ -83,7 +84,6 @@ def test_logged_model_loads_and_config_artifact_runs_as_is(digits_sweep: Finishe
 def test_the_sweep_front_equals_optunas_and_the_non_dominated_feasible_ray_trials(digits_sweep: FinishedSweep) -> None:
     """Three independent views agree: a naive front over Ray's final results, Optuna's ``best_trials`` and the
     front the sweep wrote (``summary.json``, computed by ``sweep/pareto.py``)."""
-    import json
 
     trials = digits_sweep.trials
     feasible = [t for t in trials if t.last_result["clean_acc_drop"] <= 0.05]
@@ -128,11 +128,15 @@ def test_sync_mlflow_rebuilds_a_lost_tracking_store(digits_sweep: FinishedSweep,
     new_tracker = SweepTracker(fresh, "digits-test")
     new = new_tracker.children()
     assert set(new) == set(old) and len(new) == 6
+    front = {row["trial"] for row in json.loads((digits_sweep.folder / "summary.json").read_text())["front"]}
+    assert front and front < set(new)
     for tid, run in new.items():
         assert run.info.status == "FINISHED" and run.data.tags.get("none_sweep.synced") == "true"
         for key in ("asr", "clean_acc", "clean_acc_drop"):
             assert run.data.metrics[key] == pytest.approx(old[tid].data.metrics[key])
-        assert new_tracker.has_model(run.info.run_id)
+        # log_models: front (the default): the front's trials have their model, the others none
+        assert new_tracker.has_model(run.info.run_id) == (tid in front), tid
+        assert SweepTracker(digits_sweep.uri, "digits-test").has_model(old[tid].info.run_id) == (tid in front), tid
     parent = new_tracker.client.get_run(new_tracker.parent_id)
     assert parent.data.tags["none_sweep.status"] == "finished" and "baseline_asr" in parent.data.metrics
     # a second sync finds nothing to do
@@ -182,3 +186,41 @@ def test_cli_errors_are_one_line_exit_2(tmp_path: Path, capsys) -> None:
     assert "no sweep 'nope'" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         run_sweep(SweepOptions(space_path=str(DIGITS), resume=True))
+
+
+def test_register_model_of_a_trial_off_the_front_logs_it_from_its_checkpoint(
+    digits_sweep: FinishedSweep, tmp_path: Path
+) -> None:
+    """``log_models: front`` leaves the other trials without a model; ``export --register-model`` logs the chosen
+    one from its Ray checkpoint first, and the registered network is the trial's own (same outputs)."""
+    import shutil
+
+    import mlflow
+    import torch
+
+    from none_sweep.data import dataset_info
+    from none_sweep.models import create_model
+
+    db = tmp_path / "copy.db"  # a copy: the session's store stays as the sweep left it
+    shutil.copy(digits_sweep.uri.removeprefix("sqlite:///"), db)
+    uri = f"sqlite:///{db}"
+    front = {row["trial"] for row in json.loads((digits_sweep.folder / "summary.json").read_text())["front"]}
+    tracker = SweepTracker(uri, "digits-test")
+    tid, run = next((tid, run) for tid, run in tracker.children().items() if tid not in front)
+    assert not tracker.has_model(run.info.run_id)
+    out = tmp_path / "off_front.yaml"
+    args = ["export", "--run-id", run.info.run_id, "--tracking-uri", uri, "--out", str(out), "--register-model", "off"]
+    assert main(args) == 0
+    assert tracker.has_model(run.info.run_id) and out.exists()
+
+    trial = next(t for t in digits_sweep.trials if t.trial_id == tid)
+    with trial.checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / "model_state.pt", weights_only=True)
+    own = create_model("small_cnn", dataset_info("digits"))
+    own.load_state_dict(state)
+    own.eval()
+    mlflow.set_tracking_uri(uri)
+    registered = mlflow.pytorch.load_model("models:/off/1")
+    images = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(registered(images), own(images), atol=1e-5)

@@ -53,9 +53,16 @@ def kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def every_model(folder: Path) -> Path:
+    """``digits_tiny.yaml`` with ``log_models: all``: each trial's model is logged as it ends (and after a restart)."""
+    path = folder / "digits_every_model.yaml"
+    path.write_text(DIGITS.read_text() + "\nlog_models: all\n")
+    return path
+
+
 def test_resume_after_sigkill_reruns_nothing_finished_and_duplicates_nothing(tmp_path: Path) -> None:
     storage, uri = tmp_path / "ray", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = [*CLI, "sweep", str(DIGITS), "--name", "r", "--storage", str(storage), "--tracking-uri", uri]
+    args = [*CLI, "sweep", str(every_model(tmp_path)), "--name", "r", "--storage", str(storage), "--tracking-uri", uri]
     log = open(tmp_path / "first.log", "w")  # noqa: SIM115 -- the driver writes to it until it is killed
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
     try:
@@ -248,7 +255,7 @@ def test_tracking_server_down_mid_sweep_then_sync_mlflow_backfills(tmp_path: Pat
     uri = f"http://127.0.0.1:{port}"
     server = _start_mlflow_server(tmp_path, port)
     storage = tmp_path / "ray"
-    args = [*CLI, "sweep", str(DIGITS), "--name", "o", "--storage", str(storage), "--tracking-uri", uri]
+    args = [*CLI, "sweep", str(every_model(tmp_path)), "--name", "o", "--storage", str(storage), "--tracking-uri", uri]
     out = tmp_path / "sweep.log"
     try:
         with open(out, "w") as log:

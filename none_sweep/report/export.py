@@ -169,6 +169,26 @@ def logged_model_uri(client: Any, trial: Trial, sweep: Sweep) -> str | None:
     return f"runs:/{trial.run_id}/{MODEL_ARTIFACT}" if len(listed) else None
 
 
+def attach_from_checkpoint(client: Any, trial: Trial, sweep: Sweep) -> str | None:
+    """Log the trial's model from its latest Ray checkpoint (a sweep with ``log_models: front`` logs only its
+    front's models); the logged model's URI, or None when the sweep's storage or the checkpoint is gone."""
+    from ..errors import StorageError
+    from ..sweep.trials import ray_trials
+    from ..tracking import SweepTracker, attach_model_of
+
+    if sweep.record is None or not trial.trial_id:
+        return None
+    try:
+        ray_trial = next((t for t in ray_trials(sweep.record.open_storage()) if t.trial_id == trial.trial_id), None)
+    except StorageError:
+        return None
+    if ray_trial is None:
+        return None
+    tracker = SweepTracker(sweep.tracking_uri, sweep.name)
+    attach_model_of(tracker, sweep.record.resolved_config, ray_trial, trial.run_id)
+    return logged_model_uri(client, trial, sweep)
+
+
 def register_model(client: Any, trial: Trial, sweep: Sweep, rule: str, name: str) -> Any:
     """Register the trial's ``model`` (``runs:/<id>/model``) as a new version of ``name``; metrics and provenance
     become version tags. Returns the ``ModelVersion``."""
@@ -177,11 +197,11 @@ def register_model(client: Any, trial: Trial, sweep: Sweep, rule: str, name: str
     uri = sweep.tracking_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    source = logged_model_uri(client, trial, sweep)
+    source = logged_model_uri(client, trial, sweep) or attach_from_checkpoint(client, trial, sweep)
     if source is None:
         raise TrackingError(
-            f"{trial.label} has no logged model under '{MODEL_ARTIFACT}', so there is nothing to "
-            f"register as {name!r}; the config was exported"
+            f"{trial.label} has no logged model under '{MODEL_ARTIFACT}' and no checkpoint in the sweep's storage "
+            f"to log one from, so there is nothing to register as {name!r}; the config was exported"
         )
     try:
         version = mlflow.register_model(source, name)

@@ -55,6 +55,25 @@ def sweep_front(record: SweepRecord, journal: Path, *, close_unfinished: bool) -
     return front_rows(study, record.space)
 
 
+def attach_front_models(record: SweepRecord, tracker: Any, trials: list[Any], rows: list[dict[str, Any]]) -> int:
+    """Log the models of the front's trials (``log_models: front``): a handful per sweep, not one per trial.
+
+    The trials' checkpoints stay in Ray's storage, so a model the front lost later can still be logged by
+    ``export --register-model``. Returns how many models were logged."""
+    from ..tracking import attach_model_of
+
+    on_front = {str(row["trial"]) for row in rows}
+    by_id = {t.trial_id: t for t in trials if t.trial_id in on_front and t.status == "TERMINATED"}
+    if not by_id:
+        return 0
+    runs = tracker.children()
+    return sum(
+        attach_model_of(tracker, record.resolved_config, trial, runs[tid].info.run_id)
+        for tid, trial in by_id.items()
+        if tid in runs
+    )
+
+
 def finish(
     record: SweepRecord,
     storage: SweepStorage,
@@ -65,6 +84,8 @@ def finish(
 ) -> list[dict[str, Any]] | None:
     """Write the front and the totals (``summary.json``, the parent run) and close the parent run."""
     rows = sweep_front(record, storage.journal_path(), close_unfinished=status == "finished")
+    if record.space.log_models == "front":
+        attach_front_models(record, tracker, trials, rows or [])
     metrics = {**tally(trials), "pareto_size": float(len(rows or []))}
     if elapsed is not None:
         metrics["sweep_wall_s"] = elapsed

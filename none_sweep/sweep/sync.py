@@ -16,7 +16,7 @@ from ..tracking import SweepTracker, SyncStats, backfill_trial
 from ..tracking.layout import RECORD_ARTIFACT, SPACE_ARTIFACT, STATUS_TAG
 from .record import SweepRecord
 from .storage import BASELINE_FILE, SweepStorage
-from .summary import finish
+from .summary import attach_front_models, finish, sweep_front
 from .trials import all_ended, ray_trials
 
 
@@ -36,11 +36,16 @@ def sync_sweep(storage: SweepStorage, tracking_uri: str | None, say: Callable[[s
             tracker.log_baseline(baseline)
         children = tracker.children()
         stats = SyncStats()
+        every_model = record.space.log_models == "all"
         for trial in trials:
-            backfill_trial(tracker, record.resolved_config, trial, children.get(trial.trial_id), stats)
+            run = children.get(trial.trial_id)
+            backfill_trial(tracker, record.resolved_config, trial, run, stats, attach_model=every_model)
         parent = tracker.client.get_run(tracker.parent_id)
         if all_ended(trials, record.num_samples) and parent.data.tags.get(STATUS_TAG) != "finished":
-            finish(record, storage, tracker, trials, "finished")
+            finish(record, storage, tracker, trials, "finished")  # attaches the front's models
+        elif not every_model:
+            front = sweep_front(record, storage.journal_path(), close_unfinished=False) or []
+            stats.models += attach_front_models(record, tracker, trials, front)
     except TrackingError:
         raise
     except Exception as exc:

@@ -82,7 +82,9 @@ def _new(record: SweepRecord, storage: SweepStorage, trainable: Any, total: Mapp
             name=record.name,
             storage_path=storage.root,
             callbacks=[
-                MlflowSweepCallback(record.tracking_uri, record.name, record.resolved_config),
+                MlflowSweepCallback(
+                    record.tracking_uri, record.name, record.resolved_config, models_at_close=space.log_models == "all"
+                ),
                 *([] if verbose else [ProgressLines(record.num_samples)]),
             ],
             verbose=None if verbose else 0,

@@ -18,6 +18,7 @@ _EXPORTS = {
     "MlflowSweepCallback": "callback",
     "SyncStats": "sync",
     "backfill_trial": "sync",
+    "attach_model_of": "sync",
     "out_of_step": "sync",
     "Resolver": "sync",
 }

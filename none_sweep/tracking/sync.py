@@ -162,8 +162,12 @@ def backfill_trial(
     *,
     history: list[dict[str, Any]] | None = None,
     mark: bool = True,
+    attach_model: bool = True,
 ) -> str:
-    """Bring one trial's child run in line with Ray's record of it; returns the run id."""
+    """Bring one trial's child run in line with Ray's record of it; returns the run id.
+
+    ``attach_model``: also log the model of a finished trial from its latest checkpoint (a sweep that logs
+    only its front's models attaches those with :func:`attach_model_of` instead)."""
     status = final_status(trial)
     if run is None:
         run_id = create_child(tracker, resolve, trial)
@@ -189,14 +193,20 @@ def backfill_trial(
     if status == "FINISHED":
         if not (trial.last_result or {}).get("final"):
             tags[EARLY_STOP_TAG] = "true"
-        if not tracker.has_model(run_id):
-            cfg = resolved_or_none(resolve, trial)
-            if cfg is not None and latest_model_state(trial)(lambda p: tracker.log_model(run_id, cfg, p)):
-                stats.models += 1
+        if attach_model and attach_model_of(tracker, resolve, trial, run_id):
+            stats.models += 1
     if mlflow_status != status:
         tracker.finish_child(run_id, status, error=error_reason(trial) if status == "FAILED" else None, tags=tags)
         stats.closed += 1
     return run_id
+
+
+def attach_model_of(tracker: Any, resolve: Resolver, trial: Any, run_id: str) -> bool:
+    """Log the model in ``trial``'s latest checkpoint on ``run_id`` unless it has one; whether one was logged."""
+    if tracker.has_model(run_id):
+        return False
+    cfg = resolved_or_none(resolve, trial)
+    return cfg is not None and latest_model_state(trial)(lambda p: tracker.log_model(run_id, cfg, p))
 
 
 def create_child(tracker: Any, resolve: Resolver, trial: Any) -> str:

@@ -12,6 +12,7 @@ A space file is YAML with the sections below; each is a dataclass (:mod:`.schema
     scheduler:   {name: none|asha, metric, mode, grace_period, reduction_factor, max_t}
     resources:   {cpu, gpu}                            (per trial; gpu may be a fraction)
     num_samples, max_concurrent, max_failures
+    log_models:  front|all                             (MLflow models: the front's at the end, or every trial's)
     variants:    [{name, set: {dotted base key: value}}]   (attack variants every trial runs against)
     include:     [space files], experiment: FILE          (composition, :mod:`.compose`)
 

@@ -81,7 +81,7 @@ def _resolve(raw: SpaceFile, source: str, text: str, overrides: dict[str, Any], 
         points=[_point(i, p) for i, p in enumerate(raw.search.points_to_evaluate)], search=raw.search,
         scheduler=raw.scheduler, resources=raw.resources, num_samples=raw.num_samples,
         max_concurrent=raw.max_concurrent, max_failures=raw.max_failures, description=raw.description,
-        variants=[_variant(i, v, raw.space) for i, v in enumerate(raw.variants)],
+        variants=[_variant(i, v, raw.space) for i, v in enumerate(raw.variants)], log_models=raw.log_models,
     )  # fmt: skip
     _check_variants(space)
     check_space(space, base_cfg, base_flat, check_paths=check_paths)

@@ -98,6 +98,7 @@ class SweepSpace:
     max_failures: int
     description: str = ""
     variants: list[Variant] = field(default_factory=list)
+    log_models: str = "front"
 
     @property
     def metrics(self) -> list[str]:
