@@ -7,6 +7,7 @@ the speed-ups in ``bench/RESULTS.md`` compare equal results.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,7 +242,7 @@ def test_gpu_suite_smoke_data_and_space_go_through_the_product(tmp_path, cuda: b
 
 
 # --------------------------------------------------------------------------- bench_scale
-def test_synthetic_run_has_the_experiment_runs_interface(tmp_path) -> None:
+def test_synthetic_run_has_the_experiment_runs_interface(tmp_path: Path) -> None:
     """Same epoch plan, reports, result keys and checkpoint round trip as ExperimentRun; shares pre-training."""
     from bench._synthetic import synthetic_run
     from none_sweep.errors import CheckpointError
@@ -276,7 +277,7 @@ def test_scale_growth_exponent() -> None:
     assert bench_scale.growth(rows, "linear") == pytest.approx(1.0)
 
 
-def test_scale_quick_runs_the_real_sweep_stops_it_at_half_and_resumes_to_the_end(tmp_path) -> None:
+def test_scale_quick_runs_the_real_sweep_stops_it_at_half_and_resumes_to_the_end(tmp_path: Path) -> None:
     """``python -m bench.bench_scale --quick``: N=4, 2 at a time, through the runner, report and export."""
     import json
 

@@ -31,12 +31,15 @@ from support.results import checkpointed, children_by_trial, mlflow_runs, outcom
 pytestmark = pytest.mark.slow
 
 WORKERS = 3
+#: the top of the fine-tuning learning rate range: every trial trains to its end (this test is not about failures)
+STABLE_LR = 0.02
 TRIALS = 12
 
 
 def twelve_trials(folder: Path) -> Path:
     data = yaml.safe_load((ROOT / "search_spaces" / "digits_tiny.yaml").read_text())
     data.update(num_samples=TRIALS, max_concurrent=WORKERS, resources={"cpu": 1, "gpu": 0})
+    data["space"]["defense.finetune_lr"]["high"] = STABLE_LR  # above ~0.035 fine-tuning can diverge to NaN
     path = folder / "digits_four_nodes.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -63,7 +66,7 @@ def test_twelve_trials_submitted_as_a_job_run_on_every_worker(tmp_path: Path) ->
         head, workers = cluster.head_node, cluster.worker_nodes
     elapsed = time.monotonic() - t0
     logs = job.out
-    assert "SUCCEEDED" in status.stdout + status.stderr, status.stdout + status.stderr + job.tail()
+    assert "succeeded" in (status.stdout + status.stderr).lower(), status.stdout + status.stderr + job.tail()
     assert no_traceback(logs), job.tail()
     # run_sweep.py ran on the head as the job's driver, with the head's settings
     assert f"--storage {storage} --tracking-uri {uri}" in logs, job.tail()
