@@ -5,19 +5,22 @@
 #   bash ~/none-sweep/cluster/node_setup.sh --storage s3://BUCKET/none-sweep/ray \
 #        --artifacts s3://BUCKET/none-sweep/mlflow-artifacts [--backend-store-uri URI] [--port 5000]
 #
-# 1. a venv ~/venv with none-sweep (editable, from the synced repo) and the Ray version of the laptop;
+# 1. a venv ~/venv with none-sweep[cluster,postgres] (editable, from the synced repo; psycopg2 for MLflow's
+#    PostgreSQL store) and the Ray version of the laptop;
 # 2. ~/.none-sweep.env, sourced first thing from ~/.bashrc, so `ray start`, every Ray worker process it
 #    spawns, `ray submit` and `ray job submit` entrypoints all see:
 #      NONE_SWEEP_STORAGE    shared Ray Tune storage (s3://, gs:// or an NFS path mounted on every node)
 #      MLFLOW_TRACKING_URI   http://<head private IP>:<port> (the server cluster/start_mlflow.sh starts)
 #      NONE_SWEEP_HEAD_IP    the head's private IP (RAY_HEAD_IP on workers; Ray's node IP on the head)
-#      MLFLOW_BACKEND_STORE_URI, MLFLOW_ARTIFACTS_DESTINATION, MLFLOW_PORT   (read by start_mlflow.sh)
+#      MLFLOW_BACKEND_STORE_URI, MLFLOW_ARTIFACTS_DESTINATION, MLFLOW_PORT   (read by start_postgres.sh and
+#                            start_mlflow.sh); the store URI is the head's PostgreSQL by default and never
+#                            holds a password (refused): that lives in ~/mlflow/pgpass, see start_postgres.sh
 #      NONE_SWEEP_HOME       the synced repository (run_sweep.py resolves relative space files there)
 set -euo pipefail
 
 STORAGE=""
 ARTIFACTS=""
-BACKEND="sqlite:///$HOME/mlflow/mlflow.db"
+BACKEND="postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow"   # cluster/start_postgres.sh sets it up
 PORT=5000
 RAY_PIN="ray[default,tune]==2.60.0"   # must equal the laptop's `ray --version`
 SKIP_INSTALL=0
@@ -38,14 +41,20 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$STORAGE" ] || { echo "node_setup.sh: --storage is required (s3://..., gs://... or an NFS path)" >&2; exit 2; }
 [ -n "$ARTIFACTS" ] || ARTIFACTS="$HOME/mlflow/artifacts"
+# ~/.none-sweep.env is sourced by every shell and inherited by every Ray worker: no secret goes in it.
+if [[ "$BACKEND" =~ ^[^:]+://[^/@:]*:[^/@]*@ ]]; then
+  echo "node_setup.sh: --backend-store-uri carries a password; leave it out and put it in ~/mlflow/pgpass (HOST:PORT:DB:USER:PASSWORD, chmod 600)" >&2
+  exit 2
+fi
 
 if [ "$SKIP_INSTALL" = 0 ]; then
   if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV" 2>/dev/null || { sudo apt-get update -qq && sudo apt-get install -y -qq python3-venv && python3 -m venv "$VENV"; }
   fi
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  # boto3 for s3://, google-cloud-storage for gs:// (Ray Tune storage itself goes through pyarrow).
-  "$VENV/bin/python" -m pip install -q -e "$REPO" "$RAY_PIN" boto3 google-cloud-storage
+  # boto3 for s3://, google-cloud-storage for gs:// (Ray Tune storage itself goes through pyarrow);
+  # the postgres extra (psycopg2-binary) for the MLflow server's PostgreSQL store.
+  "$VENV/bin/python" -m pip install -q -e "${REPO}[cluster,postgres]" "$RAY_PIN" boto3 google-cloud-storage
 fi
 
 PY="${NONE_SWEEP_PYTHON:-$VENV/bin/python}"

@@ -6,7 +6,10 @@
 # VPC / security group; nothing outside does, and it never listens on 0.0.0.0. MLflow 3 accepts only
 # local Host headers unless told otherwise, so --allowed-hosts names the private IP (what clients send)
 # and localhost (what an `ssh -L 5000:<private IP>:5000` tunnel sends).
-# SQL backend: MLFLOW_BACKEND_STORE_URI (sqlite on the head's disk by default, or postgresql://...).
+# SQL backend: MLFLOW_BACKEND_STORE_URI, by default the head's own PostgreSQL that cluster/start_postgres.sh
+# set up (postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow), or a managed one. The URI never carries the
+# password (refused here): libpq reads it from the password file ~/mlflow/pgpass (PGPASSFILE), so it is on no
+# command line, in no env file and in nothing MLflow logs. Why not SQLite: cluster/README.md, "Why PostgreSQL".
 # Artifacts go through the server (--serve-artifacts) to MLFLOW_ARTIFACTS_DESTINATION (s3://, gs://, NFS).
 set -euo pipefail
 
@@ -15,14 +18,27 @@ ENV_FILE="${NONE_SWEEP_ENV_FILE:-$HOME/.none-sweep.env}"
 [ -f "$ENV_FILE" ] && . "$ENV_FILE"
 HOST="${NONE_SWEEP_HEAD_IP:?run cluster/node_setup.sh first: NONE_SWEEP_HEAD_IP is not set}"
 PORT="${MLFLOW_PORT:-5000}"
-BACKEND="${MLFLOW_BACKEND_STORE_URI:-sqlite:///$HOME/mlflow/mlflow.db}"
+BACKEND="${MLFLOW_BACKEND_STORE_URI:-postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow}"
 ARTIFACTS="${MLFLOW_ARTIFACTS_DESTINATION:-$HOME/mlflow/artifacts}"
 STATE="${NONE_SWEEP_MLFLOW_DIR:-$HOME/mlflow}"
+PASSFILE="${PGPASSFILE:-$STATE/pgpass}"
 MLFLOW="${MLFLOW_BIN:-mlflow}"
 PY="${NONE_SWEEP_PYTHON:-python}"
 
 case "$HOST" in
   0.0.0.0|::|"*") echo "start_mlflow.sh: refusing to bind MLflow to all interfaces ($HOST)" >&2; exit 2 ;;
+esac
+if [[ "$BACKEND" =~ ^[^:]+://[^/@:]*:[^/@]*@ ]]; then
+  echo "start_mlflow.sh: MLFLOW_BACKEND_STORE_URI carries a password; leave it out and put it in $PASSFILE (HOST:PORT:DB:USER:PASSWORD, chmod 600)" >&2
+  exit 2
+fi
+case "$BACKEND" in
+  postgresql://*|postgresql+psycopg2://*)
+    if [ -f "$PASSFILE" ]; then
+      export PGPASSFILE="$PASSFILE"
+    else
+      echo "start_mlflow.sh: no password file $PASSFILE (cluster/start_postgres.sh writes it); connecting without one" >&2
+    fi ;;
 esac
 mkdir -p "$STATE"
 case "$ARTIFACTS" in *://*) ;; *) mkdir -p "$ARTIFACTS" ;; esac

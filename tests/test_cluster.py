@@ -1,4 +1,5 @@
-"""Cluster configs: Ray's own schema and config checks, the KubeRay RayJob, node set-up and the entry script."""
+"""Cluster configs: Ray's own schema and config checks, the KubeRay RayJob, node set-up, the head's PostgreSQL
+set-up (against stand-ins for sudo, apt, the service and psql) and the entry script."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import os
 import re
 import shlex
+import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -21,6 +24,8 @@ from support.net import free_port
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
 LAUNCHER_CONFIGS = ["aws-gpu.yaml", "gcp-gpu.yaml", "onprem.yaml"]
+#: the head's own PostgreSQL (cluster/start_postgres.sh): no password in it, that lives in ~/mlflow/pgpass
+PG_URI = "postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow"
 
 
 def load(name: str) -> dict:
@@ -102,7 +107,10 @@ def test_config_installs_the_project_sets_storage_and_starts_mlflow(name):
     storage = argv[argv.index("--storage") + 1]
     expected = {"aws-gpu.yaml": "s3://", "gcp-gpu.yaml": "gs://", "onprem.yaml": "/mnt/nfs/"}[name]
     assert storage.startswith(expected)
-    assert argv[argv.index("--backend-store-uri") + 1].startswith(("sqlite:///", "postgresql://"))
+    assert argv[argv.index("--backend-store-uri") + 1] == PG_URI
+    # the head sets up its PostgreSQL after node_setup.sh (Ray runs setup_commands, then head_setup_commands)
+    assert cfg["head_setup_commands"] == ["bash ~/none-sweep/cluster/start_postgres.sh"]
+    assert (CLUSTER / "start_postgres.sh").is_file()
     assert cfg["head_start_ray_commands"][-1] == "bash ~/none-sweep/cluster/start_mlflow.sh"
     assert any("ray start --head" in c for c in cfg["head_start_ray_commands"])
     assert any("$RAY_HEAD_IP:6379" in c for c in cfg["worker_start_ray_commands"])
@@ -128,6 +136,196 @@ def test_start_mlflow_refuses_all_interfaces(tmp_path):
     )
     assert proc.returncode == 2
     assert "refusing to bind MLflow to all interfaces" in proc.stderr
+
+
+def test_start_mlflow_refuses_a_password_in_the_store_uri(tmp_path):
+    env_file = tmp_path / "env"
+    env_file.write_text(
+        "export NONE_SWEEP_HEAD_IP=10.1.2.3\n"
+        "export MLFLOW_BACKEND_STORE_URI=postgresql+psycopg2://mlflow:s3cret-pw@db.example:5432/mlflow\n"
+    )
+    proc = subprocess.run(
+        ["bash", str(CLUSTER / "start_mlflow.sh")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(tmp_path), "NONE_SWEEP_ENV_FILE": str(env_file)},
+    )
+    assert proc.returncode == 2 and "carries a password" in proc.stderr
+    assert "s3cret" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "mlflow" / "server.pid").exists()
+
+
+def test_start_mlflow_hands_the_password_file_to_mlflow_not_the_password(tmp_path):
+    """A stand-in `mlflow` records what the real one would get: the URI without a password on its command
+    line, and PGPASSFILE (the file start_postgres.sh writes) in its environment."""
+    state = tmp_path / "mlflow"
+    state.mkdir()
+    (state / "pgpass").write_text("127.0.0.1:5432:mlflow:mlflow:0123abcd\n")
+    (state / "pgpass").chmod(0o600)
+    fake = tmp_path / "fake-mlflow"
+    fake.write_text('#!/bin/sh\necho "argv: $*"\necho "PGPASSFILE=$PGPASSFILE"\n')
+    fake.chmod(0o755)
+    env_file = tmp_path / "env"
+    env_file.write_text(f"export NONE_SWEEP_HEAD_IP=127.0.0.1\nexport MLFLOW_PORT={free_port()}\n")
+    proc = subprocess.run(
+        ["bash", str(CLUSTER / "start_mlflow.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PGPASS"))},
+            "HOME": str(tmp_path),
+            "NONE_SWEEP_ENV_FILE": str(env_file),
+            "MLFLOW_BIN": str(fake),
+            "NONE_SWEEP_PYTHON": sys.executable,
+        },
+    )
+    assert proc.returncode == 1 and "did not come up" in proc.stderr  # the stand-in exits at once
+    log = (state / "server.log").read_text()
+    assert f"--backend-store-uri {PG_URI} " in log  # the default store: the head's PostgreSQL
+    assert f"PGPASSFILE={state / 'pgpass'}" in log
+    assert "0123abcd" not in log + proc.stdout + proc.stderr
+
+
+# -- start_postgres.sh (sudo, apt-get, service, psql and ss replaced by stand-ins) --------------------------
+
+#: what the stand-ins do; each appends its command line to calls, psql's stdin (the SQL) goes to sql
+FAKES = {
+    "sudo": 'echo "sudo $*" >> "$FAKE/calls"; [ "$1" = -u ] && shift 2; exec "$@"',
+    "apt-get": 'echo "apt-get $*" >> "$FAKE/calls"\n'
+    'case " $* " in *" install "*) printf \'#!/bin/sh\\n\' > "$FAKE/bin/pg_lsclusters"; '
+    'chmod +x "$FAKE/bin/pg_lsclusters" ;; esac',
+    "service": 'echo "service $*" >> "$FAKE/calls"\n'
+    'if [ "$2" = restart ] && [ -f "$FAKE/listen.next" ]; then mv "$FAKE/listen.next" "$FAKE/listen"; fi',
+    "psql": 'echo "psql PGPASSFILE=${PGPASSFILE:-} $*" >> "$FAKE/calls"\n'
+    'case "$*" in\n'
+    '  *"SHOW listen_addresses"*) cat "$FAKE/listen" ;;\n'
+    '  *"SHOW server_version"*) echo "16.4 (stand-in)" ;;\n'
+    '  *"ALTER SYSTEM SET listen_addresses = \'127.0.0.1\'"*) echo 127.0.0.1 > "$FAKE/listen.next" ;;\n'
+    '  *"SELECT 1"*) echo 1 ;;\n'
+    '  *) cat >> "$FAKE/sql" ;;\n'
+    "esac",
+    "ss": 'cat "$FAKE/ss"',
+}
+#: the real tools start_postgres.sh (and the stand-ins) use; PATH holds nothing else, so one it does not list fails
+REAL_TOOLS = ("bash", "env", "seq", "sleep", "awk", "grep", "tr", "od", "mkdir", "chmod", "mv", "cat")
+
+
+class FakeHead:
+    """A home directory and a PATH of stand-ins in which cluster/start_postgres.sh runs as on a fresh head."""
+
+    def __init__(self, root: Path, listen: str = "localhost", ss: str = "127.0.0.1:5432", installed: bool = False):
+        self.root, self.home = root, root / "home"
+        self.bin = root / "bin"
+        self.bin.mkdir(parents=True)
+        self.home.mkdir()
+        bash = shutil.which("bash")
+        for name, body in FAKES.items():
+            (self.bin / name).write_text(f"#!{bash}\n{body}\n")
+            (self.bin / name).chmod(0o755)
+        for tool in REAL_TOOLS:
+            (self.bin / tool).symlink_to(shutil.which(tool))
+        if installed:
+            (self.bin / "pg_lsclusters").write_text("#!/bin/sh\n")
+            (self.bin / "pg_lsclusters").chmod(0o755)
+        (root / "listen").write_text(listen + "\n")
+        (root / "ss").write_text(f"LISTEN 0 244 {ss} *:*\n")
+        self.pgpass = self.home / "mlflow" / "pgpass"
+
+    def run(self, backend: str | None = None) -> subprocess.CompletedProcess:
+        for name in ("calls", "sql"):
+            (self.root / name).write_text("")
+        env_file = self.home / ".none-sweep.env"
+        env_file.write_text(f"export MLFLOW_BACKEND_STORE_URI='{backend}'\n" if backend else "")
+        env = {
+            "HOME": str(self.home),
+            "PATH": str(self.bin),
+            "FAKE": str(self.root),
+            "NONE_SWEEP_PG_START_TIMEOUT": "3",
+        }
+        return subprocess.run(
+            [str(self.bin / "bash"), str(CLUSTER / "start_postgres.sh")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    def calls(self) -> str:
+        return (self.root / "calls").read_text()
+
+    def sql(self) -> str:
+        return (self.root / "sql").read_text()
+
+
+def test_start_postgres_installs_listens_on_loopback_only_and_keeps_the_password_private(tmp_path):
+    head = FakeHead(tmp_path, listen="*")
+    head.pgpass.parent.mkdir()
+    head.pgpass.write_text("db.example:5432:other:me:keep-me\n")  # someone else's line survives
+    proc = head.run()  # the default store: the head's own PostgreSQL
+    assert proc.returncode == 0, proc.stderr
+    calls = head.calls()
+    assert (
+        "sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq postgresql" in calls
+    )
+    assert "sudo service postgresql start" in calls
+    # '*' (every interface) becomes loopback only, applied by a restart
+    assert "-c ALTER SYSTEM SET listen_addresses = '127.0.0.1'" in calls and "service postgresql restart" in calls
+    assert "listen_addresses '127.0.0.1'" in proc.stdout
+    # the password: generated, mode 600 in libpq's format, never on a command line or in the output
+    assert stat.S_IMODE(head.pgpass.stat().st_mode) == 0o600
+    other, ours = head.pgpass.read_text().splitlines()
+    assert other == "db.example:5432:other:me:keep-me"
+    match = re.fullmatch(r"127\.0\.0\.1:5432:mlflow:mlflow:([0-9a-f]{48})", ours)
+    assert match, ours
+    password = match.group(1)
+    assert password not in calls + proc.stdout + proc.stderr
+    sql = head.sql()  # what psql read on stdin, as the postgres superuser
+    assert f"ALTER ROLE \"mlflow\" WITH LOGIN PASSWORD '{password}';" in sql
+    assert "format('CREATE ROLE %I LOGIN', 'mlflow') WHERE NOT EXISTS" in sql
+    assert "format('CREATE DATABASE %I OWNER %I', 'mlflow', 'mlflow') WHERE NOT EXISTS" in sql
+    assert 'REVOKE ALL ON DATABASE "mlflow" FROM PUBLIC;' in sql
+    # every statement as the superuser went through `sudo -u postgres` (peer authentication on the socket)
+    admin = [line for line in calls.splitlines() if line.startswith("psql ") and "-d postgres" in line]
+    assert admin and len(admin) == sum(line.startswith("sudo -u postgres psql ") for line in calls.splitlines())
+    # then it logs in as MLflow will: TCP on loopback with the password file
+    assert f"psql PGPASSFILE={head.pgpass} -X -q -w -h 127.0.0.1 -p 5432 -U mlflow -d mlflow -Atc SELECT 1" in calls
+
+    # `ray up` again: nothing to install or restart, the same password
+    proc = head.run()
+    assert proc.returncode == 0, proc.stderr
+    calls = head.calls()
+    assert "apt-get" not in calls and "restart" not in calls and "ALTER SYSTEM" not in calls
+    assert head.pgpass.read_text().splitlines() == [other, ours]
+    assert f"PASSWORD '{password}'" in head.sql()
+
+
+def test_start_postgres_stops_when_the_port_is_open_beyond_loopback(tmp_path):
+    head = FakeHead(tmp_path, installed=True, ss="0.0.0.0:5432")  # what the kernel says wins over the config
+    proc = head.run()
+    assert proc.returncode == 1 and "listens beyond loopback" in proc.stderr
+    assert not head.pgpass.exists() and head.sql() == ""
+
+
+@pytest.mark.parametrize(
+    "backend, rc, says",
+    [
+        (
+            "postgresql+psycopg2://mlflow@db.example.internal:5432/mlflow",
+            0,
+            "a database elsewhere (db.example.internal)",
+        ),
+        ("sqlite:////home/ubuntu/mlflow/mlflow.db", 0, "not PostgreSQL (sqlite)"),
+        ("postgresql://mlflow:s3cret-pw@127.0.0.1:5432/mlflow", 2, "carries a password"),
+        ("postgresql://mlflow:s3cret-pw@db.example.internal:5432/mlflow", 2, "carries a password"),
+    ],
+)
+def test_start_postgres_leaves_other_stores_alone_and_refuses_a_password_in_the_uri(tmp_path, backend, rc, says):
+    head = FakeHead(tmp_path)
+    proc = head.run(backend)
+    assert proc.returncode == rc and says in proc.stdout + proc.stderr
+    assert head.calls() == "" and not head.pgpass.exists()  # no apt, no sudo, no psql
+    assert "s3cret" not in proc.stdout + proc.stderr
 
 
 # -- node_setup.sh ----------------------------------------------------------------------------------------
@@ -164,6 +362,7 @@ def test_node_setup_on_a_worker_writes_the_env(tmp_path):
     assert env["NONE_SWEEP_HEAD_IP"] == "10.1.2.3"
     assert env["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://b/art"
     assert env["NONE_SWEEP_HOME"] == f"{tmp_path}/none-sweep"
+    assert env["MLFLOW_BACKEND_STORE_URI"] == PG_URI  # the default: the head's PostgreSQL, no password
     assert "LATE" not in env  # non-interactive: proves the env line sits above Ubuntu's early return
     # idempotent: `ray up` re-runs setup_commands
     assert node_setup(tmp_path, "--storage", "s3://b/ray2", head_ip="10.1.2.3").returncode == 0
@@ -184,6 +383,15 @@ def test_node_setup_on_the_head_uses_ray_s_node_ip(tmp_path):
 def test_node_setup_needs_storage(tmp_path):
     proc = node_setup(tmp_path)
     assert proc.returncode == 2 and "--storage is required" in proc.stderr
+
+
+def test_node_setup_keeps_a_password_out_of_the_env_file(tmp_path):
+    """~/.none-sweep.env is sourced by every shell and inherited by every Ray worker: no password goes in it."""
+    uri = "postgresql+psycopg2://mlflow:s3cret-pw@db.example:5432/mlflow"
+    proc = node_setup(tmp_path, "--storage", "s3://b/ray", "--backend-store-uri", uri, head_ip="10.1.2.3")
+    assert proc.returncode == 2 and "carries a password" in proc.stderr
+    assert "s3cret" not in proc.stdout + proc.stderr
+    assert not (tmp_path / ".none-sweep.env").exists()
 
 
 # -- run_sweep.py -----------------------------------------------------------------------------------------
@@ -294,17 +502,56 @@ def test_kuberay_rayjob_has_what_a_rayjob_needs():
     assert worker["image"] == head_container["image"]
 
 
+def kuberay_doc(kind: str, name: str) -> dict:
+    (doc,) = [d for d in kuberay_docs() if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
 def test_kuberay_mlflow_server_binds_the_pod_ip():
-    docs = {d["kind"]: d for d in kuberay_docs()}
-    assert {"RayJob", "Deployment", "Service", "PersistentVolumeClaim"} <= set(docs)
-    (c,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert {"RayJob", "Deployment", "StatefulSet", "Service", "PersistentVolumeClaim"} <= {
+        d["kind"] for d in kuberay_docs()
+    }
+    deployment, service = kuberay_doc("Deployment", "mlflow"), kuberay_doc("Service", "mlflow")
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
     assert c["command"] == ["mlflow", "server"]
     assert "--host=$(POD_IP)" in c["args"]
     assert c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     hosts = next(a for a in c["args"] if a.startswith("--allowed-hosts="))
     assert "mlflow.none-sweep.svc.cluster.local:5000" in hosts
     assert not any("0.0.0.0" in a for a in c["args"])
-    assert docs["Service"]["spec"]["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_kuberay_mlflow_keeps_its_runs_in_postgres_with_the_password_from_a_secret():
+    pg, pg_service = kuberay_doc("StatefulSet", "postgres"), kuberay_doc("Service", "postgres")
+    pod = pg["spec"]["template"]["spec"]
+    (db,) = pod["containers"]
+    assert db["image"] == "postgres:16"
+    db_env = {e["name"]: e for e in db["env"]}
+    secret = {"secretKeyRef": {"name": "mlflow-postgres", "key": "password"}}
+    assert db_env["POSTGRES_PASSWORD"]["valueFrom"] == secret
+    assert db_env["POSTGRES_USER"]["value"] == db_env["POSTGRES_DB"]["value"] == "mlflow"
+    # its data on the PVC, in a subdirectory of the mount (initdb refuses a volume root holding lost+found)
+    (mount,) = db["volumeMounts"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    claim = kuberay_doc("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert db_env["PGDATA"]["value"].startswith(mount["mountPath"] + "/")
+    assert pg_service["spec"]["selector"] == pg["spec"]["selector"]["matchLabels"]
+    assert pg_service["spec"]["ports"][0]["port"] == 5432 and pg_service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    # MLflow: the Service's name in the URI without a password; libpq reads it from PGPASSWORD, from the Secret
+    (c,) = kuberay_doc("Deployment", "mlflow")["spec"]["template"]["spec"]["containers"]
+    assert "--backend-store-uri=postgresql+psycopg2://mlflow@postgres:5432/mlflow" in c["args"]
+    assert {e["name"]: e.get("valueFrom") for e in c["env"]}["PGPASSWORD"] == secret
+    assert not c.get("volumeMounts")  # nothing of the store on the MLflow pod any more
+    # only the MLflow pods may reach the database (where the CNI enforces NetworkPolicy)
+    policy = kuberay_doc("NetworkPolicy", "postgres")
+    assert policy["spec"]["podSelector"] == pg["spec"]["selector"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "mlflow"}}}]
+    # no password in the file: no Secret document, no literal value for the password variables
+    assert not any(d["kind"] == "Secret" for d in kuberay_docs())
+    assert "value" not in db_env["POSTGRES_PASSWORD"]
 
 
 def test_readme_names_the_commands():
@@ -317,6 +564,10 @@ def test_readme_names_the_commands():
         "-L 5000:$HEAD_PRIVATE:5000",
         "ray down",
         "kubectl apply",
+        "kubectl create secret generic -n none-sweep mlflow-postgres",
+        "start_postgres.sh",
+        "pg_dump",
+        "## Why PostgreSQL",
     ):
         assert needle in readme, needle
 
@@ -332,7 +583,10 @@ def test_start_mlflow_serves_on_the_node_ip_only(tmp_path):
     if ip.startswith("127."):
         pytest.skip("this machine has no non-loopback address")
     port = free_port()
-    assert node_setup(tmp_path, "--storage", str(tmp_path / "ray"), "--port", str(port)).returncode == 0
+    # the store is not what this test is about (PostgreSQL: tests/test_postgres.py): a SQLite file, no server
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    setup = node_setup(tmp_path, "--storage", str(tmp_path / "ray"), "--port", str(port), "--backend-store-uri", store)
+    assert setup.returncode == 0
     env = {
         **os.environ,
         "HOME": str(tmp_path),
