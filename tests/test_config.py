@@ -66,6 +66,25 @@ BAD_CONFIGS: list[tuple[str, str, list[str]]] = [
     ("seed_negative", "seed: -1\n", ["seed", "[0,"]),
     ("subset_tiny", "data: {train_subset: 3}\n", ["data.train_subset"]),
     ("bad_reasr_mode", "evaluation: {reasr: on}\n", ["evaluation.reasr"]),
+    (
+        "filter_samples_word",
+        "defense: {filter_samples: yes_please}\n",
+        ["defense.filter_samples", "one of ['auto', true, false]", "yes_please"],
+    ),
+    ("reasr_labels_zero", "evaluation: {reasr_labels: 0}\n", ["evaluation.reasr_labels", "[1, inf]"]),
+    ("reasr_steps_zero", "evaluation: {reasr_steps: 0}\n", ["evaluation.reasr_steps", "[1, 100000]"]),
+    ("reasr_images_few", "evaluation: {reasr_images: 4}\n", ["evaluation.reasr_images", "[8, inf]"]),
+    ("reasr_holdout_text", "evaluation: {reasr_holdout: many}\n", ["evaluation.reasr_holdout", "integer"]),
+    (
+        "reasr_screen_alone",
+        "evaluation: {reasr_screen_steps: 10}\n",
+        ["evaluation.reasr_screen_steps", "without reasr_labels"],
+    ),
+    (
+        "reasr_screen_too_long",
+        "evaluation: {reasr_steps: 20, reasr_labels: 2, reasr_screen_steps: 30}\n",
+        ["evaluation.reasr_screen_steps (30)", "evaluation.reasr_steps (20)"],
+    ),
 ]
 
 
@@ -95,6 +114,22 @@ def test_missing_file_and_bad_override(tmp_path: Path) -> None:
         parse_overrides(["defense.enabled"])
     with pytest.raises(ConfigError, match=r"defense\.enabled"):
         load_experiment(None, parse_overrides(["defense.enabled=sometimes"]))
+
+
+@pytest.mark.parametrize("text, value", [("", "auto"), ("auto", "auto"), ("true", True), ("false", False)])
+def test_filter_samples_is_auto_unless_set(text: str, value: object) -> None:
+    """The default is ``auto`` (no filtering without an attack), so an explicit ``true`` is distinguishable."""
+    overrides = parse_overrides([f"defense.filter_samples={text}"] if text else [])
+    assert load_experiment(None, overrides).defense.filter_samples == value
+    assert type(load_experiment(None, overrides).defense.filter_samples) is type(value)
+
+
+def test_reasr_settings_round_trip() -> None:
+    keys = ["evaluation.reasr_steps=30", "evaluation.reasr_images=64", "evaluation.reasr_holdout=512",
+            "evaluation.reasr_labels=3", "evaluation.reasr_screen_steps=30"]  # fmt: skip
+    e = load_experiment(None, parse_overrides(keys)).evaluation
+    got = (e.reasr_steps, e.reasr_images, e.reasr_holdout, e.reasr_labels, e.reasr_screen_steps)
+    assert got == (30, 64, 512, 3, 30)
 
 
 def test_overrides_parse_yaml_scalars() -> None:

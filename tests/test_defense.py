@@ -22,6 +22,7 @@ from none_sweep.defense import (
     analyse,
     channel_max,
     class_masks,
+    filters_samples,
     find_monitored_layers,
     plan_resets,
     removal_mask,
@@ -623,6 +624,20 @@ def _mask(n: int, idx: list[int]) -> torch.Tensor:
     m = torch.zeros(n, dtype=torch.bool)
     m[idx] = True
     return m
+
+
+@pytest.mark.parametrize(
+    "setting, trigger, expected",
+    [("auto", True, True), ("auto", False, False), (True, False, True), (True, True, True), (False, True, False)],
+)
+def test_filtering_is_off_without_a_trigger_unless_set_explicitly(setting, trigger, expected) -> None:
+    """Published: suspects are dropped only under an attack; ``true`` set explicitly filters a clean run too."""
+    assert filters_samples(setting, trigger) is expected
+
+
+def test_an_unknown_filter_setting_is_refused() -> None:
+    with pytest.raises(ValueError, match="filter_samples"):
+        filters_samples("yes", True)
 
 
 def test_removal_without_a_cap_is_the_union_or_the_round_alone() -> None:

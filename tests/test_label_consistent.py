@@ -9,6 +9,7 @@ surrogate's loss, the surrogate cache (a second call loads, trains nothing), con
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from none_sweep.errors import ConfigError
 from none_sweep.experiment import resolve_config
 from none_sweep.train import ExperimentRun, PretrainCache
 from none_sweep.train import surrogate as surrogate_module
+from none_sweep.train.checkpoint import load_state
 from none_sweep.train.surrogate import SURROGATES, obtain_surrogate, surrogate_key
 
 CPU = torch.device("cpu")
@@ -113,6 +115,9 @@ def test_perturbation_within_epsilon_outside_the_patch(digits, surrogate, epsilo
     assert diff[:, :, outside].max() <= int(epsilon)
     assert diff[:, :, outside].max() >= int(epsilon) - 1  # PGD uses its budget
     assert out.x.dtype == torch.uint8
+    # at full amplitude the patch pixels are the checker's 255 / 0 whatever PGD did beneath them
+    stamped = attack.apply_trigger(torch.full_like(digits.train_x[idx], 128))
+    assert torch.equal(out.x[idx][:, :, ~outside], stamped[:, :, ~outside])
 
 
 def test_zero_epsilon_stamps_the_patch_only(digits, surrogate):
@@ -151,16 +156,19 @@ def test_surrogate_mode_is_left_as_it_was(digits, surrogate):
 
 
 @pytest.mark.parametrize("amplitude", [255, 64])
-def test_corner_patches_are_the_mirrored_checker_at_amplitude(digits, amplitude):
+def test_corner_patches_add_the_mirrored_checker_at_amplitude(digits, amplitude):
+    """Turner et al.'s trigger: +amplitude on lit, -amplitude on unlit pixels, clipped; 255 is the plain stamp."""
     attack = make(digits, patch_size=3, margin=0, amplitude=amplitude)
-    x = torch.full((2, 1, 8, 8), 7, dtype=torch.uint8)
+    x = torch.full((2, 1, 8, 8), 100, dtype=torch.uint8)
+    x[1] = 250  # a bright image: lit pixels clip at 255
     out = attack.apply_trigger(x)
-    a = amplitude
-    checker = torch.tensor([[a, 0, a], [0, a, 0], [a, 0, a]], dtype=torch.uint8)  # odd side: mirror-symmetric
-    for box in (out[:, 0, :3, :3], out[:, 0, :3, 5:], out[:, 0, 5:, :3], out[:, 0, 5:, 5:]):
-        assert torch.equal(box, checker.expand(2, 3, 3))
+    sign = torch.tensor([[1, -1, 1], [-1, 1, -1], [1, -1, 1]])  # odd side: mirror-symmetric
+    for i, base in enumerate((100, 250)):
+        expected = (base + amplitude * sign).clamp(0, 255).to(torch.uint8)
+        for box in (out[i, 0, :3, :3], out[i, 0, :3, 5:], out[i, 0, 5:, :3], out[i, 0, 5:, 5:]):
+            assert torch.equal(box, expected)
     mask = patch_mask(attack, 8)
-    assert (out[:, :, ~mask] == 7).all()  # nothing else changes
+    assert torch.equal(out[:, :, ~mask], x[:, :, ~mask])  # nothing else changes
     assert attack.describe()["patch_origins"] == [[0, 0], [0, 5], [5, 0], [5, 5]]
 
 
@@ -225,6 +233,38 @@ def test_surrogate_is_trained_once_then_loaded(digits, tmp_path, monkeypatch):
     for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert not any(p.requires_grad for p in second.parameters())
+
+
+def test_concurrent_trials_train_the_surrogate_once(digits, tmp_path, monkeypatch):
+    calls = []
+    fit = surrogate_module.fit_surrogate
+    monkeypatch.setattr(surrogate_module, "fit_surrogate", lambda *a, **k: calls.append(1) or fit(*a, **k))
+    cfg, models = experiment(surrogate_epochs=1), []
+
+    def trial() -> None:  # each trial its own cache object, as in separate Ray workers
+        models.append(obtain_surrogate(make(digits, surrogate_epochs=1), cfg, digits, CPU, PretrainCache(tmp_path)))
+
+    threads = [threading.Thread(target=trial) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(models) == 3
+    first = models[0].state_dict()
+    assert all(torch.equal(first[k], m.state_dict()[k]) for m in models[1:] for k in first)
+
+
+def test_a_stale_cache_entry_is_retrained_not_fatal(digits, tmp_path, monkeypatch):
+    calls = []
+    fit = surrogate_module.fit_surrogate
+    monkeypatch.setattr(surrogate_module, "fit_surrogate", lambda *a, **k: calls.append(1) or fit(*a, **k))
+    cfg, attack = experiment(surrogate_epochs=1), make(digits, surrogate_epochs=1)
+    cache = PretrainCache(tmp_path / SURROGATES)
+    key = surrogate_key(cfg, attack.surrogate_request())
+    cache.store(key, {"model": {"no_such.weight": torch.zeros(1)}, "test_acc": 0.5})  # an older model's weights
+    assert obtain_surrogate(attack, cfg, digits, CPU, PretrainCache(tmp_path)) is not None
+    assert len(calls) == 1
+    assert "no_such.weight" not in load_state(cache.path(key))["model"]  # overwritten
 
 
 def test_surrogate_key_follows_what_changes_the_weights():
@@ -295,6 +335,14 @@ def test_bad_params_are_config_errors(digits, mode, params, key):
 def test_rate_beyond_the_target_class_is_a_config_error(digits):
     with pytest.raises(ConfigError, match="target class"):
         make(digits, rate=0.5).poison(digits.train_x, digits.train_y, surrogate=lambda x: x.flatten(1)[:, :10])
+
+
+def test_an_impossible_rate_fails_before_the_surrogate_trains(digits, monkeypatch):
+    monkeypatch.setattr(surrogate_module, "fit_surrogate", lambda *a, **k: pytest.fail("surrogate trained"))
+    attack = {"name": "label_consistent", "target": TARGET, "poison_rate": 0.5}
+    cfg = resolve_config({"data": {"name": "digits"}, "attack": attack, "defense": {"enabled": False}})
+    with pytest.raises(ConfigError, match=r"only \d+ are eligible \(the target class 3\)"):
+        ExperimentRun(cfg, data=digits)
 
 
 def test_the_shipped_config_loads():

@@ -14,6 +14,7 @@ from none_sweep.data import load_dataset
 from none_sweep.errors import CheckpointError, TrainingDiverged
 from none_sweep.experiment import load_experiment
 from none_sweep.train import ExperimentRun, PretrainCache, build_plan, compare_to_baseline, detection_scores
+from none_sweep.train.trigger_inversion import invert_triggers
 
 ROOT = Path(__file__).parents[1]
 DIGITS = ROOT / "configs" / "digits_badnets.yaml"
@@ -188,6 +189,34 @@ def test_reasr_for_natural_backdoor_runs(digits_data) -> None:
     assert "reasr" not in reports[0].metrics  # only at the end: it costs an optimisation
 
 
+NATURAL = ["attack.name=none", "attack.params={}", "train.epochs=2", "defense.pretrain_epochs=2",
+           "defense.reset_interval=1", "evaluation.reasr=never"]  # fmt: skip
+
+
+def _natural_run(tmp_path: Path, capsys, *extra: str) -> tuple[str, dict]:
+    out = tmp_path / "natural"
+    sets = [arg for kv in (*NATURAL, *extra) for arg in ("--set", kv)]
+    assert main(["train", str(DIGITS), *sets, "--out", str(out)]) == 0
+    return capsys.readouterr().out, json.loads((out / "metrics.json").read_text())
+
+
+def test_a_clean_run_keeps_its_data_and_reports_no_detection(tmp_path: Path, capsys) -> None:
+    """No attack, defaults: the round resets but removes nothing, and no precision/recall is printed or written."""
+    printed, metrics = _natural_run(tmp_path, capsys)
+    assert "round 1: reset" in printed and "removed (filtering off)" in printed
+    assert "precision" not in printed and "recall" not in printed
+    assert metrics["removed_samples"] == 0 and metrics["rounds"][0]["filtering"] is False
+    assert metrics["rounds"][0]["suspected"] > 0  # the split still flags samples; they are kept
+    for where in (metrics, metrics["rounds"][0]):
+        assert "poison_precision" not in where and "poison_recall" not in where
+
+
+def test_a_clean_run_filters_when_asked_explicitly(tmp_path: Path, capsys) -> None:
+    printed, metrics = _natural_run(tmp_path, capsys, "defense.filter_samples=true")
+    assert metrics["removed_samples"] > 0 and metrics["rounds"][0]["filtering"] is True
+    assert "filtering off" not in printed and "precision" not in printed and "poison_recall" not in metrics
+
+
 def test_train_cli_writes_metrics_and_resolved_config(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     code = main(
@@ -245,3 +274,59 @@ def test_train_cli_writes_metrics_and_resolved_config(tmp_path: Path, capsys) ->
     )
     again = json.loads((out / "metrics.json").read_text())
     assert again["clean_acc"] == metrics["clean_acc"] and "der" in again and "clean_acc_drop" in again
+
+
+# --------------------------------------------------------------------------- trigger inversion (REASR)
+@pytest.fixture(scope="module")
+def backdoored(digits_data):
+    """An undefended BadNets model (target 0, a 2x2 white patch): a trigger there is to be found."""
+    run = ExperimentRun(digits_cfg(**{"defense.enabled": "false"}), data=digits_data)
+    list(run.epochs())
+    assert run.result().metrics["asr"] > 0.8
+    return run
+
+
+def _invert(run: ExperimentRun, **settings):
+    d = run.data
+    return invert_triggers(run.model, d.test_x, d.test_y, run.info, steps=40, images=64, seed=0, **settings)
+
+
+def test_reasr_finds_an_injected_trigger_and_leaves_the_model_as_it_was(backdoored) -> None:
+    model = backdoored.model.train()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    found = _invert(backdoored)
+    assert sorted(found.per_label) == list(range(10))
+    assert found.label == 0 and found.reasr == max(found.per_label.values()) and found.reasr > 0.3
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())  # BN statistics included
+    for p, g in zip(model.parameters(), grads, strict=True):
+        assert (p.grad is None and g is None) or torch.equal(p.grad, g)  # only the patches got gradients
+
+
+def test_each_label_is_optimised_on_its_own(backdoored) -> None:
+    """Chunking labels (memory) or screening them out leaves every other label's patch and flip rate as it was."""
+    full = _invert(backdoored)
+    chunked = _invert(backdoored, max_batch=64)  # one label per chunk
+    assert chunked.per_label == pytest.approx(full.per_label, abs=1.5 / 64)
+    screened = _invert(backdoored, labels=3, screen_steps=10)
+    assert len(screened.per_label) == 3
+    assert screened.per_label == pytest.approx({k: full.per_label[k] for k in screened.per_label}, abs=1.5 / 64)
+
+
+def test_the_screen_keeps_the_label_of_an_injected_trigger(backdoored) -> None:
+    """The pre-screen ranks labels by what REASR measures (the bounded patch's flips), not by the soft loss, which
+    ranked the target last here; screened or not, the trigger's label and its rate come out the same."""
+    full = _invert(backdoored)
+    screened = _invert(backdoored, labels=2)  # the default screen: after half the steps
+    assert screened.label == full.label == 0
+    assert screened.reasr == pytest.approx(full.reasr, abs=1.5 / 64)
+
+
+def test_the_holdout_measures_on_more_images(backdoored) -> None:
+    """The flip rate is a count over the held-out images: with 300 of them, rates are multiples of 1/valid."""
+    found = _invert(backdoored, holdout=300)
+    d = backdoored.data
+    order = torch.randperm(len(d.test_y), generator=torch.Generator().manual_seed(0))[64 : 64 + 300]
+    valid = int((d.test_y[order] != found.label).sum())
+    assert valid > 200 and round(found.reasr * valid) == pytest.approx(found.reasr * valid, abs=1e-3)

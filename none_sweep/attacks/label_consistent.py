@@ -6,6 +6,10 @@ stamped with a small patch in the image corners; labels never change. A model th
 (perturbed-away) natural features of those images learns the patch instead, so at test time the patch alone
 (no perturbation) pulls any image to the target class.
 
+The patch follows Turner et al.'s code: each lit pixel gets ``+amplitude``, each unlit one ``-amplitude``, clipped
+to [0, 255]. At 255 that is the full-contrast stamp (lit 255, unlit 0); below it, their reduced-amplitude
+trigger, a perturbation added to the image rather than a patch of fixed values.
+
 The surrogate comes from the training layer (:attr:`Attack.needs_surrogate`, :meth:`surrogate_request`):
 attacks never train.
 """
@@ -41,7 +45,9 @@ class LabelConsistentParams:
     corners: list[str] = spec(list(CORNERS), help=f"corners that get the patch, from {list(CORNERS)} (Turner: all)")
     patch_size: int = spec(3, low=1, help="side of each square corner patch in pixels")
     margin: int = spec(0, low=0, help="pixels between each patch and the image border")
-    amplitude: int = spec(255, low=1, high=255, help="value of the pattern's lit pixels (Turner's reduced visibility)")
+    amplitude: int = spec(
+        255, low=1, high=255, help="added to lit, subtracted from unlit patch pixels, clipped (255: full contrast)"
+    )
     pattern: str = spec("checker", choices=PATTERNS, help="checker (lit at the corner pixel, mirrored); white")
     surrogate_model: str | None = spec(None, help="model PGD attacks, trained on clean data; null: the experiment's")
     surrogate_epochs: int = spec(4, low=1, high=1000, help="epochs the surrogate is trained")
@@ -59,7 +65,7 @@ class LabelConsistent(Attack):
     def __init__(self, cfg: AttackConfig, info: DatasetInfo, seed: int) -> None:
         super().__init__(cfg, info, seed)
         self.origins = [corner_origin(c, self.params, info.size) for c in self.params.corners]
-        self.patches = [make_patch(c, self.params, info.channels) for c in self.params.corners]
+        self.signs = [patch_signs(c, self.params, info.channels) for c in self.params.corners]
 
     @classmethod
     def check_params(cls, p: LabelConsistentParams, info: DatasetInfo) -> None:
@@ -87,9 +93,11 @@ class LabelConsistent(Attack):
 
     def apply_trigger(self, x: Tensor) -> Tensor:
         out = x.clone()
-        s = self.params.patch_size
-        for (top, left), patch in zip(self.origins, self.patches, strict=True):
-            out[:, :, top : top + s, left : left + s] = patch.to(x.device)
+        s, amplitude = self.params.patch_size, self.params.amplitude
+        for (top, left), sign in zip(self.origins, self.signs, strict=True):
+            box = out[:, :, top : top + s, left : left + s].to(torch.int16)
+            stamped = (box + amplitude * sign.to(x.device)).clamp_(0, 255)
+            out[:, :, top : top + s, left : left + s] = stamped.to(torch.uint8)
         return out
 
     def trigger_description(self) -> dict[str, Any]:
@@ -157,8 +165,8 @@ def corner_origin(corner: str, p: LabelConsistentParams, size: int) -> tuple[int
     return row, col
 
 
-def make_patch(corner: str, p: LabelConsistentParams, channels: int) -> Tensor:
-    """The uint8 ``[C, s, s]`` patch for ``corner``: lit pixels at ``amplitude``, the rest 0.
+def patch_signs(corner: str, p: LabelConsistentParams, channels: int) -> Tensor:
+    """The int16 ``[C, s, s]`` signs of the patch at ``corner``: +1 on lit pixels, -1 on the others.
 
     The checker is lit at the pixel nearest the image corner and mirrored per corner (as Turner et al.'s four
     patches are), so a horizontal flip maps the stamped image's patches onto each other.
@@ -172,4 +180,4 @@ def make_patch(corner: str, p: LabelConsistentParams, channels: int) -> Tensor:
             lit = lit.flip(0)
         if corner.endswith("right"):
             lit = lit.flip(1)
-    return (lit.to(torch.uint8) * p.amplitude).expand(channels, s, s).clone()
+    return torch.where(lit, 1, -1).to(torch.int16).expand(channels, s, s).clone()

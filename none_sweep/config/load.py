@@ -16,7 +16,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..text import first_line
-from .schema import ExperimentConfig
+from .schema import EvalConfig, ExperimentConfig
 from .validation import ConfigIssue, build, fail, set_dotted, to_dict
 
 LAYER_TYPES = ("conv", "linear")
@@ -103,6 +103,7 @@ def check_cross_fields(cfg: ExperimentConfig) -> None:
             raise fail("defense.layer_types", f"defense.layer_types entries must be 'conv' or 'linear', got {kind!r}")
     if not d.layer_types:
         raise fail("defense.layer_types", f"defense.layer_types must name at least one of {list(LAYER_TYPES)}")
+    _check_reasr(cfg.evaluation)
     pretrain = cfg.train.epochs if d.pretrain_epochs is None else d.pretrain_epochs
     if d.enabled and pretrain < 1:
         raise fail(
@@ -117,3 +118,21 @@ def check_cross_fields(cfg: ExperimentConfig) -> None:
                 f"but the last is at epoch {last_reset} (pretrain_epochs + (rounds-1)*reset_interval); "
                 "lower rounds/reset_interval/pretrain_epochs or raise train.epochs",
             )
+
+
+def _check_reasr(e: EvalConfig) -> None:
+    """The REASR pre-screen's settings agree: its steps apply only with ``reasr_labels`` and fit ``reasr_steps``."""
+    if e.reasr_screen_steps is None:
+        return
+    if e.reasr_labels is None:
+        raise fail(
+            "evaluation.reasr_screen_steps",
+            "evaluation.reasr_screen_steps is the pre-screen before evaluation.reasr_labels labels go on; "
+            "it does nothing without reasr_labels (null: every label, no screen); set both or neither",
+        )
+    if e.reasr_screen_steps > e.reasr_steps:
+        raise fail(
+            "evaluation.reasr_screen_steps",
+            f"evaluation.reasr_screen_steps ({e.reasr_screen_steps}) must not exceed evaluation.reasr_steps "
+            f"({e.reasr_steps}): the screen is the first part of the optimisation",
+        )

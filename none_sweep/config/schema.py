@@ -93,8 +93,9 @@ class DefenseConfig:
     filter_samples: bool | str = spec(
         "auto",
         choices=("auto", True, False),
-        help="drop suspected poisoned samples (two-class natural breaks); auto: only when the attack injects a "
-        "trigger (published: no filtering without an attack), see none_sweep.defense.filters_samples",
+        help="drop suspected poisoned samples (two-class natural breaks); true / false as said; auto (the default): "
+        "only when the attack injects a trigger (published: no filtering without an attack), so a natural-backdoor "
+        "run filters only when true is set explicitly; see none_sweep.defense.filters_samples",
     )
     removal: str = spec("cumulative", choices=("cumulative", "per_round"), help="per_round is the published behaviour")
     max_removed_fraction: float | None = spec(
@@ -130,11 +131,15 @@ class EvalConfig:
     reasr_labels: int | None = spec(
         None,
         low=1,
-        help="invert only this many target labels to the end, the ones with the lowest loss after "
-        "reasr_screen_steps steps on all labels (a pre-screen); null: every label",
+        help="invert only this many target labels to the end, the ones whose bounded patch flips the most held-in "
+        "images after reasr_screen_steps steps on all labels (a pre-screen); null, or the class count or more: every "
+        "label",
     )
     reasr_screen_steps: int | None = spec(
-        None, low=1, help="steps on all labels before the pre-screen picks reasr_labels; null: a quarter of reasr_steps"
+        None,
+        low=1,
+        help="steps on all labels before the pre-screen picks reasr_labels (at most reasr_steps; only with "
+        "reasr_labels); null: half of reasr_steps",
     )
 
 

@@ -35,7 +35,7 @@ class Spec:
 
     def describe(self) -> str:
         if self.choices is not None:
-            return f"one of {list(self.choices)}"
+            return "one of [" + ", ".join(_yaml_repr(c) for c in self.choices) + "]"
         left = "(" if self.low_open else "["
         right = ")" if self.high_open else "]"
         low = "-inf" if self.low is None else _fmt(self.low)
@@ -48,6 +48,11 @@ class Spec:
         below = self.low is not None and (value < self.low or (self.low_open and value == self.low))
         above = self.high is not None and (value > self.high or (self.high_open and value == self.high))
         return not (below or above)
+
+
+def _yaml_repr(value: Any) -> str:
+    """A choice as the user writes it: ``true``/``false`` for booleans, ``'text'`` for strings."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 def _fmt(x: float) -> str:

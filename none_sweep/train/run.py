@@ -29,7 +29,7 @@ from ..models import create_model
 from .checkpoint import load_state, restore_rng, rng_state, save_state
 from .device import autocast, compiled, memory_format, resolve_device
 from .loop import predict, set_lr, train_epoch
-from .metrics import accuracy, detection_scores
+from .metrics import accuracy, detection_scores, measures_reasr
 from .pretrain_cache import PretrainCache, prefix_key
 from .resident import ResidentData
 from .schedule import EpochPlan, build_plan, pretrain_epochs
@@ -87,6 +87,7 @@ class ExperimentRun:
         data = data if data is not None else load_dataset(cfg.data, cfg.seed)
         self.info = data.info
         self.attack = ATTACKS.get(cfg.attack.name)(cfg.attack, data.info, cfg.seed)
+        self.attack.choose_indices(data.train_y)  # an impossible poison rate fails before any surrogate trains
         surrogate = obtain_surrogate(self.attack, cfg, data, self.device, pretrain_cache, self.progress)
         poisoned = self.attack.poison(data.train_x, data.train_y, surrogate=surrogate)
         trig = self.attack.triggered_test(data.test_x, data.test_y)
@@ -241,8 +242,7 @@ class ExperimentRun:
         }
 
     def _wants_reasr(self) -> bool:
-        mode = self.cfg.evaluation.reasr
-        return mode == "always" or (mode == "auto" and not self.attack.injects_trigger)
+        return measures_reasr(self.cfg.evaluation.reasr, self.attack.injects_trigger)
 
     def natural_backdoor_metrics(self) -> dict[str, float]:
         e = self.cfg.evaluation

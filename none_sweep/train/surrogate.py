@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -79,8 +80,7 @@ def obtain_surrogate(
     name = request.model or cfg.model.name
     model = _build(name, data.info, cfg.seed)
     with cache.claim(key) as cached:
-        if cached is not None:
-            model.load_state_dict(cached["model"])
+        if cached is not None and _load(model, cached):
             say(f"surrogate: {name}, {request.epochs} epochs, loaded from {cache.path(key)} "
                 f"(clean test acc {100 * float(cached['test_acc']):.1f}%)")  # fmt: skip
         else:
@@ -95,6 +95,16 @@ def obtain_surrogate(
     return model
 
 
+def _load(model: nn.Module, cached: dict[str, Any]) -> bool:
+    """Load a cache entry; False (train afresh, overwriting it) when it no longer fits the model's code."""
+    try:
+        model.load_state_dict(cached["model"])
+        float(cached["test_acc"])
+    except (KeyError, RuntimeError, TypeError, ValueError):
+        return False
+    return True
+
+
 def _build(name: str, info: DatasetInfo, seed: int) -> nn.Module:
     """A fresh ``name`` initialised from ``seed`` alone, leaving the global RNG as it was."""
     with torch.random.fork_rng(devices=[]):
@@ -106,9 +116,17 @@ def fit_surrogate(
     model: nn.Module, data: ImageData, epochs: int, train: TrainConfig, augment: bool, seed: int, device: torch.device,
 ) -> nn.Module:  # fmt: skip
     """Plain SGD of ``model`` on the clean training set with the run's optimiser settings and lr schedule over
-    ``epochs``; the data order comes from its own seeded generator, so the run's own RNG streams never shift.
+    ``epochs``. The data order comes from its own seeded generator and torch's global RNG (dropout) is seeded
+    inside a fork, so the surrogate depends on ``seed`` alone and the run's own RNG streams never shift.
     """
-    model = model.to(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _fit(model.to(device), data, epochs, train, augment, seed, device)
+
+
+def _fit(
+    model: nn.Module, data: ImageData, epochs: int, train: TrainConfig, augment: bool, seed: int, device: torch.device,
+) -> nn.Module:  # fmt: skip
     x, y = data.train_x.to(device), data.train_y.to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum,

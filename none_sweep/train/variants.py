@@ -152,19 +152,19 @@ class VariantsRun:
         self.done, self.attacks = dict(state["done"]), dict(state["attacks"])
         self.current = None
         if state.get("inner") is not None and self.index < len(self.names):
-            run = self._start(cache=False)
+            run = self._start()  # with the cache: it holds the surrogate the variant was poisoned with
             with tempfile.TemporaryDirectory(prefix="none-sweep-variant-") as folder:
                 inner = Path(folder) / "inner.ckpt"
                 save_state(state["inner"], inner)
                 run.load_checkpoint(inner)
 
     # ----------------------------------------------------------------- internals
-    def _start(self, cache: bool = True) -> Any:
+    def _start(self) -> Any:
+        """The current variant's run. A resumed one gets the cache too: its pre-training fork is skipped (the
+        checkpoint puts it past epoch 0), but an attack's surrogate is looked up there, so it re-poisons alike."""
         name = self.names[self.index]
         self.progress(f"variant {self.index + 1}/{len(self.names)}: {name}")
-        self.current = self.factory(
-            self.configs[name], pretrain_cache=self.pretrain_cache if cache else None, progress=self.progress
-        )
+        self.current = self.factory(self.configs[name], pretrain_cache=self.pretrain_cache, progress=self.progress)
         return self.current
 
     def _finish(self, name: str, run: Any) -> None:
