@@ -158,7 +158,7 @@ def test_callback_survives_an_unreachable_server(space, free_port: int) -> None:
 
 def test_epochs_logged_during_an_outage_are_sent_when_it_ends(tracking_uri: str, space, monkeypatch) -> None:
     start(tracking_uri, "s3", space)
-    cb = MlflowSweepCallback(tracking_uri, "s3", Resolver(space), retry_after_s=0.0)
+    cb = MlflowSweepCallback(tracking_uri, "s3", Resolver(space), retry_after_s=0.0, flush_after_s=0.0)
     trial = StubTrial("t", {"defense.lamda_l": 0.2})
     cb.setup()
     cb.on_trial_start(0, [trial], trial)
@@ -185,6 +185,39 @@ def test_epochs_logged_during_an_outage_are_sent_when_it_ends(tracking_uri: str,
     steps = [m.step for m in cb.tracker.client.get_metric_history(run.info.run_id, "asr")]
     assert sorted(steps) == [1, 2, 3, 4] and run.info.status == "FINISHED"
     assert not cb.missed
+
+
+def test_short_epochs_are_sent_together_and_none_is_lost(tracking_uri: str, space, monkeypatch) -> None:
+    """One write per epoch would load the run from the store each time: epochs wait up to ``flush_after_s``
+    and go out together; a final result, a step after the wait and the trial's end each send what waits."""
+    start(tracking_uri, "s5", space)
+    cb = MlflowSweepCallback(tracking_uri, "s5", Resolver(space), flush_after_s=3600.0)
+    trials = [StubTrial("a", {"defense.lamda_l": 0.2}), StubTrial("b", {"defense.lamda_l": 0.3})]
+    cb.setup()
+    cb.on_step_begin(0, trials)
+    for t in trials:
+        cb.on_trial_start(0, trials, t)
+    writes: list[str] = []
+    real = cb.tracker.client.log_batch
+    monkeypatch.setattr(
+        cb.tracker.client, "log_batch", lambda run_id, **kw: writes.append(run_id) or real(run_id, **kw)
+    )
+    for e in (1, 2, 3):
+        for t in trials:
+            cb.on_trial_result(0, trials, t, epoch(e))
+    assert writes == [] and cb.unsent("a") == cb.unsent("b") == 3
+    cb.on_trial_result(0, trials, trials[0], epoch(4, final=1))  # a's final result: a's four epochs, one write
+    assert len(writes) == 1 and cb.unsent("a") == 0 and cb.unsent("b") == 3
+    cb.flush_after_s = 0.0  # b's epochs have now waited long enough: the next step sends them
+    cb.on_step_begin(1, trials)
+    assert len(writes) == 2 and cb.unsent("b") == 0
+    cb.on_trial_result(0, trials, trials[1], epoch(4))
+    trials[1].status, trials[1].last_result = "ERROR", epoch(4)
+    cb.on_trial_error(0, trials, trials[1])  # the trial's end sends what is left
+    runs = SweepTracker(tracking_uri, "s5").children()
+    for tid in ("a", "b"):
+        steps = [m.step for m in cb.tracker.client.get_metric_history(runs[tid].info.run_id, "asr")]
+        assert sorted(steps) == [1, 2, 3, 4], (tid, steps)
 
 
 def test_a_restored_sweep_discards_runs_ray_has_no_record_of(tracking_uri: str, space) -> None:

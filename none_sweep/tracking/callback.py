@@ -26,40 +26,49 @@ from .layout import EARLY_STOP_TAG, NODE_TAG, RETRY_TAG
 from .sync import Resolver, SyncStats, backfill_trial, create_child, error_reason, latest_model_state, resolved_or_none
 
 logger = logging.getLogger(__name__)
+#: How long a trial's epochs may wait to be sent together (see ``MlflowSweepCallback``).
+FLUSH_AFTER_S = 5.0
 
 
 class MlflowSweepCallback(Callback):
     """Parent run per sweep (created by the runner), nested child per trial; see ``docs/architecture.md``."""
 
     def __init__(self, tracking_uri: str, sweep: str, resolve: Resolver, retry_after_s: float = 30.0,
-                 models_at_close: bool = True) -> None:  # fmt: skip
+                 models_at_close: bool = True, flush_after_s: float = FLUSH_AFTER_S) -> None:  # fmt: skip
         """``models_at_close``: log each finished trial's model as it ends (~1.6 s of driver time each); off, the
-        sweep attaches models later (its front's, when it ends; ``export`` any it registers)."""
+        sweep attaches models later (its front's, when it ends; ``export`` any it registers).
+
+        ``flush_after_s``: a trial's epochs go to MLflow once the oldest unsent one has waited this long, and
+        always when the trial reports its final result or ends. Every write loads the run (its ~60 params) in
+        the tracking store, so short epochs are sent a few at a time, not one write per epoch; 0 sends each."""
         self.tracking_uri = tracking_uri
         self.sweep = sweep
         self.resolve = resolve
         self.retry_after_s = retry_after_s
         self.models_at_close = models_at_close
+        self.flush_after_s = flush_after_s
         self._init_runtime()
 
     def _init_runtime(self) -> None:
         self._tracker: Any = None
         self._runs: dict[str, str] = {}  # Ray trial id -> MLflow run id
         self._pending: dict[str, list[dict[str, Any]]] = {}  # results not yet in MLflow
+        self._waiting_since: dict[str, float] = {}  # when the oldest of them arrived (monotonic)
         self._statuses: dict[str, str] = {}  # MLflow status of each known run
         self._closed: set[str] = set()
         self.missed: set[str] = set()  # trials MLflow may be missing something of
         self._down_until = 0.0
         self._reconciled = False
+        self._read_at_setup: dict[str, Any] | None = None
         self.warnings = 0
 
     # The callback is pickled into Ray's tuner.pkl: keep only its settings.
     def __getstate__(self) -> dict[str, Any]:
-        keys = ("tracking_uri", "sweep", "resolve", "retry_after_s", "models_at_close")
+        keys = ("tracking_uri", "sweep", "resolve", "retry_after_s", "models_at_close", "flush_after_s")
         return {k: self.__dict__[k] for k in keys}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"models_at_close": True, **state})
+        self.__dict__.update({"models_at_close": True, "flush_after_s": FLUSH_AFTER_S, **state})
         self._init_runtime()
 
     # ------------------------------------------------------------------ guarded MLflow access
@@ -104,13 +113,16 @@ class MlflowSweepCallback(Callback):
         if ok:
             self._runs = {tid: run.info.run_id for tid, run in children.items()}
             self._statuses = {tid: run.info.status for tid, run in children.items()}
+            self._read_at_setup = children  # the first step's reconcile starts from it: one query, not two
 
     def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
         if not self._reconciled:
             self._reconcile(trials)
         elif self._pending and time.monotonic() >= self._down_until:
-            for trial in trials:
-                if self._pending.get(trial.trial_id):
+            now = time.monotonic()
+            due = {tid for tid, since in self._waiting_since.items() if now - since >= self.flush_after_s}
+            for trial in trials if due else ():
+                if trial.trial_id in due:
                     self._flush(trial)
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -118,8 +130,11 @@ class MlflowSweepCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                         **info: Any) -> None:  # fmt: skip
-        self._pending.setdefault(trial.trial_id, []).append(dict(result))
-        self._flush(trial)
+        tid = trial.trial_id
+        self._pending.setdefault(tid, []).append(dict(result))
+        since = self._waiting_since.setdefault(tid, time.monotonic())
+        if result.get("final") or time.monotonic() - since >= self.flush_after_s:
+            self._flush(trial)
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         run_id = self._ensure_run(trial)
@@ -168,7 +183,8 @@ class MlflowSweepCallback(Callback):
             return
         ok, _ = self._call("logging epoch metrics", tid, self.tracker.log_results, run_id, rows)
         if ok:
-            self._pending[tid] = []
+            self._pending.pop(tid, None)
+            self._waiting_since.pop(tid, None)
 
     def _close(self, trial: Any, status: str) -> None:
         tid = trial.trial_id
@@ -207,9 +223,11 @@ class MlflowSweepCallback(Callback):
 
     def _reconcile(self, trials: list[Any]) -> None:
         """Runs vs Ray trials: back-fill trials Ray finished unheard, fail runs no trial owns."""
-        ok, children = self._call("reading the sweep's runs", None, lambda: self.tracker.children())
-        if not ok:
-            return
+        children, self._read_at_setup = self._read_at_setup, None
+        if children is None:
+            ok, children = self._call("reading the sweep's runs", None, lambda: self.tracker.children())
+            if not ok:
+                return
         by_id = {t.trial_id: t for t in trials}
         stats = SyncStats()
         for tid, run in children.items():
@@ -229,6 +247,7 @@ class MlflowSweepCallback(Callback):
                     self._closed.add(tid)
                     self.missed.discard(tid)
                     self._pending.pop(tid, None)
+                    self._waiting_since.pop(tid, None)
         self._reconciled = True
         if stats.created or stats.closed:
             logger.info("MLflow: reconciled with Ray: %s", stats.line())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -92,12 +92,13 @@ def step_of(result: Mapping[str, Any]) -> int:
     return int(result.get("training_iteration") or 0)
 
 
-def param_value(value: Any) -> str:
+def param_value(value: Any, secrets: Sequence[str] | None = None) -> str:
     """MLflow stores params as text; ``str`` so that ``ast.literal_eval`` reads them back (:func:`parse_param`).
 
-    Credentials never become params: see :func:`redact`.
+    Credentials never become params: see :func:`redact` (``secrets``: :func:`secret_env_values`, read once for
+    a run's ~60 params instead of once per value).
     """
-    return redact(str(value))[:6000]
+    return redact(str(value), secrets)[:6000]
 
 
 def parse_param(text: str) -> Any:
@@ -117,13 +118,19 @@ _SECRET_QUERY = re.compile(
 _SECRET_ENV = re.compile(r"(?i)secret|passw|token|credential|private_key|access_key|api_key")
 
 
-def redact(text: str) -> str:
+def secret_env_values() -> list[str]:
+    """Values of the environment variables whose names look secret (8 characters or more): what :func:`redact`
+    removes. Reading ``os.environ`` decodes every variable, so callers redacting many values read it once."""
+    return [value for name, value in os.environ.items() if len(value) >= 8 and _SECRET_ENV.search(name)]
+
+
+def redact(text: str, secrets: Sequence[str] | None = None) -> str:
     """``text`` without credentials: URL passwords (``user:***@``), secret-looking query values
     (``secret_key=***``, ``token=***``, ...) and the value of any environment variable whose name looks
     secret (``AWS_SECRET_ACCESS_KEY``, ``MLFLOW_TRACKING_PASSWORD``, ``*_TOKEN``, ...)."""
     out = _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1:***@", text))
-    for name, value in os.environ.items():
-        if len(value) >= 8 and _SECRET_ENV.search(name) and value in out:
+    for value in secret_env_values() if secrets is None else secrets:
+        if value in out:
             out = out.replace(value, "***")
     return out
 

@@ -41,6 +41,7 @@ from .layout import (
     metrics_of,
     param_value,
     parent_filter,
+    secret_env_values,
     step_of,
 )
 
@@ -333,7 +334,8 @@ class SweepTracker:
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, param_value(v)) for k, v in params.items()]
+        secrets = secret_env_values()
+        items = [Param(k, param_value(v, secrets)) for k, v in params.items()]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
 
