@@ -59,7 +59,8 @@ FIELDS = (
     "n", "concurrency", "cpu_per_trial", "trials_ray", "trials_ended", "runs_mlflow", "trials_optuna_complete",
     "interrupted_at", "wall_s", "driver_cpu_s", "driver_cpu_per_trial_s", "driver_cpu_setup_s",
     "driver_cpu_per_trial_steady_s", "suggest_calls", "suggest_ms_median", "suggest_ms_p95", "suggest_ms_deciles",
-    "reports", "report_ms_median", "report_ms_p95", "report_ms_mean", "report_ms_deciles", "mlflow_s_per_trial",
+    "reports", "report_ms_median", "report_ms_p95", "report_ms_mean", "report_ms_deciles", "mlflow_ms_per_report",
+    "mlflow_s_per_trial",
     "close_s_per_trial", "peak_rss_mb", "journal_bytes", "mlflow_store_bytes", "artifact_bytes", "storage_bytes",
     "resume_first_trial_s", "resume_first_new_trial_s", "resume_total_s", "report_s", "export_s",
     "cli_startup_s", "report_finished",
@@ -319,6 +320,7 @@ def measure(n: int, c: int, cpus: float, tmp: Path, uri: str | None, profile: bo
         "report_ms_p95": 1000 * _pct(reports, 0.95),
         "report_ms_mean": 1000 * statistics.fmean(reports) if reports else math.nan,
         "report_ms_deciles": _deciles(reports), "mlflow_s_per_trial": mlflow_total / n,
+        "mlflow_ms_per_report": 1000 * mlflow_total / max(1, len(reports)),
         "close_s_per_trial": sum(closes) / n, "peak_rss_mb": max(p["maxrss_kb"] for p in phases) / 1024,
         "journal_bytes": _bytes(storage.journal_path()),
         "mlflow_store_bytes": _store_bytes(uri) - store_before,
@@ -387,14 +389,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     from ._common import table
 
     headers = ["N", "c", "trials ray/mlflow/optuna", "driver CPU s/trial", "(steady)", "suggest ms med/p95",
-               "MLflow ms/report med/p95", "MLflow s/trial (close)", "peak RSS MB", "journal MB", "MLflow MB",
+               "MLflow ms/report hook med/p95 (all hooks)", "MLflow s/trial (close)", "peak RSS MB", "journal MB", "MLflow MB",
                "artifacts MB", "storage MB", "resume: 1st trial / 1st new / total s", "report s", "export s"]  # fmt: skip
     mb = 2**-20
     print(table(headers, [[
         r["n"], r["concurrency"], f"{r['trials_ray']}/{r['runs_mlflow']}/{r['trials_optuna_complete']}",
         r["driver_cpu_per_trial_s"], r["driver_cpu_per_trial_steady_s"],
         f"{r['suggest_ms_median']:.1f} / {r['suggest_ms_p95']:.1f}",
-        f"{r['report_ms_median']:.1f} / {r['report_ms_p95']:.1f}",
+        f"{r['report_ms_median']:.1f} / {r['report_ms_p95']:.1f} ({r.get('mlflow_ms_per_report', math.nan):.1f})",
         f"{r['mlflow_s_per_trial']:.2f} ({r['close_s_per_trial']:.2f})", r["peak_rss_mb"],
         r["journal_bytes"] * mb, r["mlflow_store_bytes"] * mb, r["artifact_bytes"] * mb, r["storage_bytes"] * mb,
         f"{_s(r['resume_first_trial_s'])} / {_s(r['resume_first_new_trial_s'])} / {r['resume_total_s']:.1f}",
@@ -412,8 +414,10 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
     ok = lambda v, goal: "met" if v is not None and v <= goal else "MISSED"  # noqa: E731
     lines.append(f"goal: driver CPU per trial at N={big['n']} (c={big['concurrency']}): "
                  f"{big['driver_cpu_per_trial_s']:.3f} s (goal ≤ {GOAL_CPU_S} s): {ok(big['driver_cpu_per_trial_s'], GOAL_CPU_S)}")  # fmt: skip
-    lines.append(f"goal: MLflow per report at N={big['n']}: median {big['report_ms_median']:.1f} ms, p95 "
-                 f"{big['report_ms_p95']:.1f} ms (goal ≤ {GOAL_REPORT_MS:g} ms): {ok(big['report_ms_p95'], GOAL_REPORT_MS)}")  # fmt: skip
+    lines.append(f"goal: MLflow per report at N={big['n']}: the report hook median {big['report_ms_median']:.1f} ms, "
+                 f"p95 {big['report_ms_p95']:.1f} ms; every MLflow hook's time / reports {big['mlflow_ms_per_report']:.1f} ms "
+                 f"(goal ≤ {GOAL_REPORT_MS:g} ms for both): "
+                 f"{ok(max(big['report_ms_p95'], big['mlflow_ms_per_report']), GOAL_REPORT_MS)}")  # fmt: skip
     lines.append(f"goal: resume of an N={big['n']} sweep interrupted at {big['interrupted_at']}: first new trial "
                  f"after {_s(big['resume_first_new_trial_s'])} s (goal ≤ {GOAL_RESUME_S:g} s): "
                  f"{ok(big['resume_first_new_trial_s'], GOAL_RESUME_S)}; the remaining trials in {big['resume_total_s']:.0f} s")  # fmt: skip
