@@ -366,3 +366,19 @@ def test_none_sweep_train_end_to_end(tmp_path, private_cache):
     assert metrics["poisoned_samples"] == poison_count(0.05, 1437)
     assert metrics["asr"] is not None and metrics["epochs"] == 2
     assert len(list((private_cache / SURROGATES).glob("*.pt"))) == 1
+
+
+def test_the_sweep_baseline_loads_the_trials_surrogate(tmp_path, private_cache, monkeypatch):
+    """The undefended baseline poisons with the surrogate in the sweep's cache, the one every trial loads (not a
+    second one trained into the user's cache, which on a GPU could differ and poison other images)."""
+    from none_sweep.sweep.baseline import _train_baseline
+
+    calls = []
+    fit = surrogate_module.fit_surrogate
+    monkeypatch.setattr(surrogate_module, "fit_surrogate", lambda *a, **k: calls.append(1) or fit(*a, **k))
+    attack = {"name": "label_consistent", "target": TARGET, "params": {"surrogate_epochs": 1}}
+    data = {"data": {"name": "digits"}, "attack": attack, "train": {"epochs": 1}, "defense": {"enabled": False}}
+    trial = ExperimentRun(resolve_config(dict(data)), pretrain_cache=PretrainCache(tmp_path))
+    payload = _train_baseline(data, cache_root=str(tmp_path))
+    assert len(calls) == 1 and not list(private_cache.rglob("*.pt"))  # trained once, in the sweep's cache only
+    assert payload["attack"] == trial.attack.describe()

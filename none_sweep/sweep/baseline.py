@@ -41,7 +41,8 @@ def measure_baseline(space: SweepSpace, storage: SweepStorage, say: Callable[[st
     runs = "once" if len(configs) == 1 else f"once per variant ({len(configs)})"
     say(f"baseline: training the undefended run {runs} ({epochs} epochs, defense.enabled=false) ...")
     task = ray.remote(num_cpus=r.cpu, num_gpus=r.gpu, max_retries=space.max_failures)(_train_baseline)
-    refs = {name: task.remote(cfg, run_factory) for name, cfg in configs.items()}
+    cache_root = storage.pretrain_cache_root  # a label-consistent attack's surrogate: the one the trials load
+    refs = {name: task.remote(cfg, run_factory, cache_root) for name, cfg in configs.items()}
     try:
         payloads = {name: ray.get(ref) for name, ref in refs.items()}
     except ray.exceptions.RayTaskError as exc:
@@ -74,16 +75,20 @@ def _combined(payloads: Mapping[str, Mapping[str, Any]], config: Any) -> dict[st
     }
 
 
-def _train_baseline(cfg_dict: dict[str, Any], run_factory: Callable[..., Any] | None = None) -> dict[str, Any]:
+def _train_baseline(cfg_dict: dict[str, Any], run_factory: Callable[..., Any] | None = None,
+                    cache_root: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The undefended run. ``cache_root``: the sweep's shared cache, so that an attack built on a surrogate
+    poisons the baseline's data exactly as the trials' (it pre-trains nothing: the defense is off)."""
     import os
 
     os.environ.pop("MLFLOW_RUN_ID", None)
     from ..experiment import resolve_config
-    from ..train import ExperimentRun
+    from ..train import ExperimentRun, PretrainCache
 
     cfg = resolve_config(cfg_dict, source="baseline")
     t0 = time.perf_counter()
-    run = (run_factory or ExperimentRun)(cfg, pretrain_cache=None, progress=None)
+    cache = PretrainCache(cache_root) if cache_root else None
+    run = (run_factory or ExperimentRun)(cfg, pretrain_cache=cache, progress=None)
     for _ in run.epochs():
         pass
     result = run.result()
