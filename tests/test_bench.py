@@ -303,3 +303,21 @@ def test_scale_quick_runs_the_real_sweep_stops_it_at_half_and_resumes_to_the_end
         assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] > 0, key
     assert row["suggest_ms_p95"] >= row["suggest_ms_median"] and row["resume_total_s"] >= row["resume_first_trial_s"]
     assert (tmp_path / "scale.png").stat().st_size > 0
+
+
+# --------------------------------------------------------------------------- bench_reasr
+def test_reasr_quick_names_the_injected_target_at_every_setting(tmp_path: Path) -> None:
+    """``python -m bench.bench_reasr --quick``: a BadNets digits model (target 0); the default and the cheap,
+    screened setting both invert the trigger to label 0, and the JSON holds every row's flip rates."""
+    import json
+
+    from bench import bench_reasr
+
+    out = tmp_path / "reasr.json"
+    assert bench_reasr.main(["--quick", "--json", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    rows = {r["name"]: r for r in payload["rows"]}
+    assert set(rows) == {s.name for s in bench_reasr.QUICK}
+    for row in rows.values():
+        assert row["label"] == 0 and 0.0 < row["reasr"] <= 1.0, row
+        assert bench_reasr.ranking(row["per_label"])[0] == 0
