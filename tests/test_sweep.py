@@ -224,3 +224,22 @@ def test_register_model_of_a_trial_off_the_front_logs_it_from_its_checkpoint(
     images = torch.rand(3, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(registered(images), own(images), atol=1e-5)
+
+
+def test_a_trial_worker_told_to_stop_prints_no_traceback() -> None:
+    """Ray's SIGTERM handler raises SystemExit in a worker it stops; raised inside a finaliser, Python would print
+    "Exception ignored in ..." with a traceback onto the user's console. That one is dropped, real errors are not."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gc\n"
+        "from none_sweep.sweep.trainable import quiet_termination\n"
+        "class Stop:\n    def __del__(self): raise SystemExit(1)\n"
+        "class Broken:\n    def __del__(self): raise ValueError('a real bug')\n"
+        "quiet_termination(); quiet_termination()\n"
+        "Stop(); gc.collect()\nBroken(); gc.collect()\nprint('alive')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "alive", out.stderr
+    assert "SystemExit" not in out.stderr and "ValueError: a real bug" in out.stderr, out.stderr

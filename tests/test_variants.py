@@ -132,7 +132,7 @@ def test_a_robust_sweep_reports_per_variant_results_and_exports_them(ray_local: 
     data = space_data(
         variants=[{"name": "p2_br"}, {"name": "p3_tl", "set": VARIANTS["p3_tl"]}],
         objectives=[{"metric": "asr_max", "mode": "min"}, {"metric": "clean_acc_mean", "mode": "max"}],
-        constraints=["clean_acc_drop_max <= 0.2"], num_samples=2, max_concurrent=2,
+        constraints=["clean_acc_drop_max <= 0.2"], num_samples=2, max_concurrent=2, keep_checkpoints=1,
     )  # fmt: skip
     data["base"]["train"]["epochs"] = 3
     data["base"]["defense"]["pretrain_epochs"] = 2
@@ -156,3 +156,6 @@ def test_a_robust_sweep_reports_per_variant_results_and_exports_them(ray_local: 
     assert len(children) == 2
     exported = (tmp_path / "best_defense.yaml").read_text()
     assert "# variant p2_br: asr=" in exported and "# variant p3_tl: asr=" in exported
+    # keep_checkpoints: 1 — each trial checkpointed several times (rounds, variants, its end); Ray kept the last
+    kept = {t.name: sorted(c.name for c in t.glob("checkpoint_*")) for t in sweep.folder.glob("train_trial_*")}
+    assert len(kept) == 2 and all(len(names) == 1 and names[0] > "checkpoint_000000" for names in kept.values()), kept

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -43,6 +44,7 @@ def train_trial(config: dict[str, Any], *, space: SweepSpace, baseline: Mapping[
     """
     os.environ.pop("MLFLOW_RUN_ID", None)  # a driver's active run must never capture a trial
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per round is noise
+    quiet_termination()
     from ray import tune
 
     from ..train import PretrainCache
@@ -110,6 +112,23 @@ def train_trial(config: dict[str, Any], *, space: SweepSpace, baseline: Mapping[
     outcome = {"final": True, "metrics": final}
     records.write(outcome, model_state=_model_bytes(run))
     _report_with_checkpoint(run, final, outcome)
+
+
+def quiet_termination() -> None:
+    """Ray ends an idle trial worker with SIGTERM, and its handler raises ``SystemExit``; when that lands inside a
+    finaliser, Python prints "Exception ignored in ..." and a traceback to the worker's stderr, which Ray forwards
+    to the console at the end of a successful sweep. A worker told to stop is not an error: such a ``SystemExit``
+    is dropped (every other unraisable exception is printed as before). Idempotent, per worker process."""
+    previous = sys.unraisablehook
+    if getattr(previous, "none_sweep_quiet", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, SystemExit):
+            previous(unraisable)
+
+    hook.none_sweep_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def new_run(space: SweepSpace, sampled: Mapping[str, Any], cfg: Any, baseline: Mapping[str, Any],

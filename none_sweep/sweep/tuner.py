@@ -89,7 +89,7 @@ def _new(record: SweepRecord, storage: SweepStorage, trainable: Any, total: Mapp
             ],
             verbose=None if verbose else 0,
             failure_config=tune.FailureConfig(max_failures=space.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=space.keep_checkpoints),
         ),
     )
 

@@ -13,6 +13,7 @@ A space file is YAML with the sections below; each is a dataclass (:mod:`.schema
     resources:   {cpu, gpu}                            (per trial; gpu may be a fraction)
     num_samples, max_concurrent, max_failures
     log_models:  front|all                             (MLflow models: the front's at the end, or every trial's)
+    keep_checkpoints                                   (per trial in Ray's storage; default 3)
     variants:    [{name, set: {dotted base key: value}}]   (attack variants every trial runs against)
     include:     [space files], experiment: FILE          (composition, :mod:`.compose`)
 

@@ -82,6 +82,7 @@ def _resolve(raw: SpaceFile, source: str, text: str, overrides: dict[str, Any], 
         scheduler=raw.scheduler, resources=raw.resources, num_samples=raw.num_samples,
         max_concurrent=raw.max_concurrent, max_failures=raw.max_failures, description=raw.description,
         variants=[_variant(i, v, raw.space) for i, v in enumerate(raw.variants)], log_models=raw.log_models,
+        keep_checkpoints=raw.keep_checkpoints,
     )  # fmt: skip
     _check_variants(space)
     check_space(space, base_cfg, base_flat, check_paths=check_paths)

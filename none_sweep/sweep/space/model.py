@@ -99,6 +99,7 @@ class SweepSpace:
     description: str = ""
     variants: list[Variant] = field(default_factory=list)
     log_models: str = "front"
+    keep_checkpoints: int = 3
 
     @property
     def metrics(self) -> list[str]:

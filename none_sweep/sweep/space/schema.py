@@ -95,6 +95,13 @@ class SpaceFile:
     max_concurrent: int | None = spec(None, low=1, help="default: as many trials as the cluster fits")
     max_failures: int = spec(2, low=0, high=100, help="retries of a failed trial (from its last checkpoint)")
     variants: list[dict[str, Any]] = spec([], help="attack variants every trial is run against (robust selection)")
+    keep_checkpoints: int = spec(
+        3,
+        low=1,
+        high=100,
+        help="checkpoints Ray keeps per trial (each holds the model and the optimiser; the last serves export "
+        "and the front's models): 1 for large sweeps of large models",
+    )
     log_models: str = spec(
         "front",
         choices=LOG_MODELS,
