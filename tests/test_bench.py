@@ -321,3 +321,29 @@ def test_reasr_quick_names_the_injected_target_at_every_setting(tmp_path: Path) 
     for row in rows.values():
         assert row["label"] == 0 and 0.0 < row["reasr"] <= 1.0, row
         assert bench_reasr.ranking(row["per_label"])[0] == 0
+
+
+# --------------------------------------------------------------------------- bench_samplers
+def test_sampler_bench_times_every_sampler_on_a_study_of_the_sweeps_space(tmp_path: Path) -> None:
+    import json
+
+    from bench import bench_samplers
+
+    out = tmp_path / "samplers.json"
+    assert bench_samplers.main(["--n", "30", "--asks", "2", "--json", str(out)]) == 0
+    ms = json.loads(out.read_text())["ms_per_ask"]
+    assert set(ms) == set(bench_samplers.SAMPLERS) and all(v["30"] > 0 for v in ms.values())
+
+
+def test_sampler_bench_studies_hold_the_spaces_params_and_its_conditions() -> None:
+    import optuna
+
+    from bench import bench_samplers
+    from none_sweep.sweep.space import load_space
+
+    space = load_space(str(bench_samplers.SPACE))
+    trials = bench_samplers._synthetic(space, 40, 0, optuna)
+    assert len(trials) == 40 and all(t.state.name == "COMPLETE" and len(t.values) == 2 for t in trials)
+    for t in trials:  # `removal` is searched only where filter_samples is on, as in a sweep
+        assert ("defense.removal" in t.params) == bool(t.params["defense.filter_samples"])
+        assert set(t.params) <= set(space.keys)
