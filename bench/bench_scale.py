@@ -51,6 +51,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SPACE_FILE = ROOT / "search_spaces" / "digits_tiny.yaml"
 GOAL_CPU_S, GOAL_REPORT_MS, GOAL_RESUME_S = 0.5, 50.0, 30.0
+#: The database behind each ``mlflow server`` this bench started (``--via-server``): where store sizes are read.
+STORE_URL: dict[str, str] = {}
 REDUCED = ((10, 4), (100, 1), (100, 4), (100, 16), (1000, 4))
 HOOKS = ("setup", "on_step_begin", "on_trial_start", "on_trial_result", "on_trial_recover", "on_trial_complete",
          "on_trial_error", "on_experiment_end")  # fmt: skip
@@ -254,7 +256,9 @@ def _deciles(values: list[float]) -> list[float]:
 
 
 def _store_bytes(uri: str) -> int:
-    """The MLflow store's size: the SQLite file, or the PostgreSQL database; -1 where neither can be read."""
+    """The MLflow store's size: the SQLite file, or the PostgreSQL database (also behind a server this bench
+    started); -1 where neither can be read."""
+    uri = STORE_URL.get(uri, uri)
     if uri.startswith("sqlite:///"):
         return _bytes(Path(uri[len("sqlite:///") :]))
     if uri.startswith("postgresql"):
@@ -443,7 +447,16 @@ def tracking_store(args: argparse.Namespace, tmp: Path) -> Iterator[str | None]:
     except ImportError:
         raise SystemExit("--postgres: bench/_postgres.py (the throw-away PostgreSQL) is missing") from None
     with throwaway_postgres(tmp / "postgres") as url:
-        yield url
+        if not args.via_server:
+            yield url
+            return
+        from bench.bench_tracking_store import mlflow_server
+
+        folder = tmp / "mlflow-server"
+        folder.mkdir(parents=True, exist_ok=True)
+        with mlflow_server(url, folder, workers=2) as http:  # as cluster/start_mlflow.sh runs it
+            STORE_URL[http] = url
+            yield http
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -457,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--tracking-uri", help="MLflow store (default: SQLite in each sweep's temp folder)")
     which.add_argument("--postgres", action="store_true", help="MLflow in a throw-away PostgreSQL on loopback")
+    parser.add_argument("--via-server", action="store_true",
+                        help="with --postgres: through `mlflow server --workers 2` on it, the cluster's path")  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="cProfile each driver (<work>/<phase>.prof[.txt])")
     parser.add_argument("--out", default=None, help="results JSON (default bench/scale_results.json; --quick: temp)")
     parser.add_argument("--plot", default=None, help="plot PNG (default bench/scale.png; --quick: none)")
@@ -499,6 +514,7 @@ def run_grid(args: argparse.Namespace, argv: list[str]) -> int:
         tmp = keep or Path(scratch)
         with tracking_store(args, tmp) as uri:
             store = "PostgreSQL (throw-away)" if args.postgres else (uri or "SQLite per sweep")
+            store += " behind mlflow server" if args.postgres and args.via_server else ""
             for n, c in grid:
                 t0 = time.perf_counter()
                 print(f"  N={n} c={c} ({cpus / c:g} CPU per trial): ...", flush=True)

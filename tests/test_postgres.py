@@ -74,6 +74,7 @@ def test_sweep_of_eight_concurrent_trials_through_mlflow_on_postgres(tmp_path: P
         assert code == 0, proc.tail()
         assert no_traceback(proc.out) and no_traceback(proc.err), proc.tail()
         assert "warning: MLflow missed" not in proc.out, proc.tail()
+        assert "View run" not in proc.out, proc.tail()  # MLflow's per-run links: not one per trial on the console
         swept = time.monotonic() - t0
 
         runs = mlflow_runs(uri, name)

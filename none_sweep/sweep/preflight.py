@@ -21,7 +21,10 @@ from .storage import SweepStorage
 #: Tracking probes must fail in seconds, not after MLflow's default 7 retries with back-off.
 PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 #: During the sweep the driver-side callback retries a little, then gives up and remembers (never blocks long).
-SWEEP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+#: MLflow's client prints two "View run / View experiment" links each time a run on a tracking server ends: two
+#: lines per trial in a console that has one line per trial event. The sweep prints the UI link once.
+SWEEP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}  # fmt: skip
 
 
 #: MLflow announces the creation of a new SQLite store at INFO on stderr; a failing preflight must stay one line.
