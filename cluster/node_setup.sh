@@ -20,7 +20,10 @@ set -euo pipefail
 
 STORAGE=""
 ARTIFACTS=""
-BACKEND="postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow"   # cluster/start_postgres.sh sets it up
+HERE="${BASH_SOURCE[0]%/*}"; [ "$HERE" != "${BASH_SOURCE[0]}" ] || HERE=.   # run as `bash node_setup.sh` too
+# shellcheck source=cluster/defaults.sh
+. "$HERE/defaults.sh"
+BACKEND="$NONE_SWEEP_DEFAULT_BACKEND"   # cluster/start_postgres.sh sets it up
 PORT=5000
 RAY_PIN="ray[default,tune]==2.60.0"   # must equal the laptop's `ray --version`
 SKIP_INSTALL=0

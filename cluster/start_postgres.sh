@@ -24,7 +24,10 @@ ENV_FILE="${NONE_SWEEP_ENV_FILE:-$HOME/.none-sweep.env}"
 [ -f "$ENV_FILE" ] && . "$ENV_FILE"
 STATE="${NONE_SWEEP_MLFLOW_DIR:-$HOME/mlflow}"
 PASSFILE="${PGPASSFILE:-$STATE/pgpass}"
-BACKEND="${MLFLOW_BACKEND_STORE_URI:-postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow}"
+HERE="${BASH_SOURCE[0]%/*}"; [ "$HERE" != "${BASH_SOURCE[0]}" ] || HERE=.   # run as `bash node_setup.sh` too
+# shellcheck source=cluster/defaults.sh
+. "$HERE/defaults.sh"
+BACKEND="${MLFLOW_BACKEND_STORE_URI:-$NONE_SWEEP_DEFAULT_BACKEND}"
 WAIT="${NONE_SWEEP_PG_START_TIMEOUT:-60}"
 me="start_postgres.sh"
 
