@@ -72,7 +72,10 @@ def test_logged_model_loads_and_config_artifact_runs_as_is(digits_sweep: Finishe
     from none_sweep.experiment import load_experiment
 
     tracker = SweepTracker(digits_sweep.uri, "digits-test")
-    run = next(iter(tracker.children().values()))
+    front = {row["trial"] for row in json.loads((digits_sweep.folder / "summary.json").read_text())["front"]}
+    runs = tracker.children()  # `log_models: front` (the default): the front's trials, and only those, get a model
+    run = runs[sorted(front)[0]]
+    assert {tid for tid, r in runs.items() if tracker.has_model(r.info.run_id)} == front
     mlflow.set_tracking_uri(digits_sweep.uri)
     model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
