@@ -45,6 +45,10 @@ def error_of(data: dict) -> str:
     return str(info.value)
 
 
+#: Attacks a 12 000-image subset does not learn (undefended ASR <= 5 %, bench/RESULTS.md): swept on the full set.
+FULL_TRAINING_SET = {"fmnist_all_to_all", "fmnist_badnets_1pct", "fmnist_badnets_05pct"}
+
+
 def test_ships_the_spaces_the_issue_lists() -> None:
     names = {p.stem for p in SPACES}
     assert {"digits_tiny", "fmnist_badnets", "fmnist_blend", "fmnist_all_to_all", "fmnist_sig", "fmnist_wanet",
@@ -61,8 +65,8 @@ def test_every_shipped_space_loads_and_varies_the_defense(path: Path) -> None:
     assert space.base_config().defense.enabled and not space.baseline_config().defense.enabled
     for point in space.points:  # the paper's defaults build a valid trial config
         space.trial_config(point.params)
-    if path.stem.startswith("fmnist"):
-        assert space.base_config().data.train_subset, "Fashion-MNIST spaces use a subset so 24 trials fit ~20 min"
+    if path.stem.startswith("fmnist"):  # a subset keeps 32 trials near 10 min on 2 CPUs, where the attack is learned
+        assert (space.base_config().data.train_subset is None) == (path.stem in FULL_TRAINING_SET), path.stem
     if path.stem.startswith("cifar10"):
         assert space.resources.gpu == 0.25
 
