@@ -40,8 +40,10 @@ def test_verify_seeds_must_be_positive(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_verify_three_seeds_with_ray(tmp_path, capsys, monkeypatch):
-    """Real Ray (a local cluster started for the call), real training of the exported digits config."""
+def test_verify_three_seeds_with_ray(tmp_path, capfd, monkeypatch):
+    """Real Ray (a local cluster started for the call), real training of the exported digits config; Ray's notice
+    that token authentication is on (its safe default) is not shown (file descriptors captured: Ray's handler
+    holds the original stderr)."""
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     store = populate_store(tmp_path / "store")
     out = tmp_path / "best_defense.yaml"
@@ -60,9 +62,9 @@ def test_verify_three_seeds_with_ray(tmp_path, capsys, monkeypatch):
             store.uri,
         ]
     )
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()
     assert rc == 0, captured.err
-    assert "fresh seeds 1..3 (n=3)" in captured.out
+    assert "fresh seeds 1..3 (n=3)" in captured.out and "Token authentication" not in captured.err
     data = json.loads((tmp_path / "best_defense.verify.json").read_text())
     assert data["run_id"] == store.run_ids[EXPECTED["max_asr_0.02"]]
     assert data["seeds"] == [1, 2, 3] and [r["seed"] for r in data["per_seed"]] == [1, 2, 3]

@@ -8,6 +8,7 @@ accuracy and ASR, next to the sweep's own figure.
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, ResourceError
+from ..sweep.preflight import RAY_AUTH_ENABLED_NOTICE, dropping
 
 VERIFIED = ("clean_acc", "asr")
 
@@ -52,7 +54,8 @@ def run_seeds(
         raise ConfigError(f"--verify-seeds must be at least 1, got {n}")
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        with dropping(RAY_AUTH_ENABLED_NOTICE):  # the sweep drops the same notice: a safe default, not news
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     try:
         gpus = ray.cluster_resources().get("GPU", 0)
         wants_gpu = gpus > 0 and config.get("train", {}).get("device", "auto") != "cpu"
