@@ -23,6 +23,15 @@ def _pct(value: Any) -> str:
     return f"{100 * value:.1f}%"
 
 
+def _backdoor(result: Mapping[str, Any]) -> str:
+    """``ASR x%, `` where a trigger is measured, else ``REASR x%, `` where trigger inversion ran (a sweep on natural
+    backdoors: at the end only), else nothing: without an injected trigger there is no ASR to show."""
+    for key, name in (("asr", "ASR"), ("reasr", "REASR")):
+        if _pct(result.get(key)) != "n/a":
+            return f"{name} {_pct(result.get(key))}, "
+    return ""
+
+
 def _short(trial_id: str) -> str:
     return trial_id.split("_", 1)[-1] if "_" in trial_id else trial_id
 
@@ -55,16 +64,16 @@ class ProgressLines(Callback):
                         **info: Any) -> None:  # fmt: skip
         if result.get("round_end") and not result.get("final"):
             self._line(f"trial {_short(trial.trial_id)} round {result.get('round')} (epoch {result.get('epoch')}): "
-                       f"ASR {_pct(result.get('asr'))}, clean acc {_pct(result.get('clean_acc'))}, "
+                       f"{_backdoor(result)}clean acc {_pct(result.get('clean_acc'))}, "
                        f"removed {result.get('removed_samples', 0):.0f} samples")  # fmt: skip
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         r = trial.last_result or {}
         drop = r.get("clean_acc_drop")
         drop_text = "n/a" if not isinstance(drop, (int, float)) else f"{100 * drop:+.1f} pt"
-        wall = time.monotonic() - self._started.get(trial.trial_id, time.monotonic())
+        wall = max(0.0, time.monotonic() - self._started.get(trial.trial_id, time.monotonic()))
         stopped = "" if r.get("final") else " (stopped early by the scheduler)"
-        self._line(f"trial {_short(trial.trial_id)} finished{stopped}: ASR {_pct(r.get('asr'))}, clean acc "
+        self._line(f"trial {_short(trial.trial_id)} finished{stopped}: {_backdoor(r)}clean acc "
                    f"{_pct(r.get('clean_acc'))} (drop {drop_text}) in {wall:.0f}s")  # fmt: skip
         self._end(trial, "done", trials)
 
