@@ -145,7 +145,9 @@ def cell(row: dict[str, Any] | None) -> str:
 def pick_cell(r: dict[str, Any]) -> str:
     v = r["verified"]
     if r["pick"].get("asr") is None:
-        return f"{pct(v['clean_acc']['mean'])} ± {pct(v['clean_acc']['sd'])} CA (sweep REASR {r['pick']['reasr']:.3f})"
+        reasr = v["reasr"]
+        return (f"REASR **{reasr['mean']:.3f} ± {reasr['sd']:.3f}** / {pct(v['clean_acc']['mean'])} ± "
+                f"{pct(v['clean_acc']['sd'])} ({pct(v['clean_acc_drop'])})")  # fmt: skip
     return (f"**{pct(v['asr']['mean'])} ± {pct(v['asr']['sd'])}** / {pct(v['clean_acc']['mean'])} ± "
             f"{pct(v['clean_acc']['sd'])} ({pct(v['clean_acc_drop'])})")  # fmt: skip
 
@@ -168,6 +170,17 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def measure(space: str, root: Path, uri: str, seeds: int, kept: Path) -> None:
+    """Sweep, export, verify and collect one space into ``kept``."""
+    t0 = time.monotonic()
+    run_sweep(space, root, uri)
+    rule, config = export_pick(space, root, uri, seeds)
+    row = collect(space, root, uri, rule, config)
+    row["bench_wall_s"] = time.monotonic() - t0
+    kept.write_text(json.dumps(row, indent=1))
+    print(f"{space}: done in {row['bench_wall_s']:.0f}s; {table([row]).splitlines()[-1]}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, required=True, help="Ray storage, MLflow store, logs and exports")
@@ -178,22 +191,22 @@ def main() -> None:
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{args.root.resolve() / 'mlflow.db'}"
-    results = []
+    results, failures = [], []
     for space in args.spaces:
         kept = args.root / f"{space}.json"
         if not args.table_only and not kept.exists():
-            t0 = time.monotonic()
-            run_sweep(space, args.root, uri)
-            rule, config = export_pick(space, args.root, uri, args.seeds)
-            row = collect(space, args.root, uri, rule, config)
-            row["bench_wall_s"] = time.monotonic() - t0
-            kept.write_text(json.dumps(row, indent=1))
-            print(f"{space}: done in {row['bench_wall_s']:.0f}s; {table([row]).splitlines()[-1]}", flush=True)
+            try:
+                measure(space, args.root, uri, args.seeds, kept)
+            except SystemExit as failed:  # one space failing does not stop the others
+                print(failed, flush=True)
+                failures.append(space)
         if kept.exists():
             results.append(json.loads(kept.read_text()))
     if results:
         args.json.write_text(json.dumps(results, indent=1))
         print(table(results))
+    if failures:
+        raise SystemExit(f"failed: {', '.join(failures)}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,16 @@ def test_summary_and_table():
     assert verify.verify_path("out/best_defense.yaml").name == "best_defense.verify.json"
 
 
+def test_a_natural_backdoor_config_is_verified_on_reasr_and_clean_accuracy():
+    """No trigger injected: ASR is None on every seed, so it is left out; REASR is what the seeds are judged on."""
+    results = [{"seed": s, "clean_acc": 0.82, "asr": None, "reasr": r} for s, r in [(1, 0.7), (2, 0.9), (3, 0.8)]]
+    summary = verify.summarise(results, {"clean_acc": 0.83, "reasr": 0.75}, run_id="r", experiment="e", config_seed=0)
+    assert set(summary["summary"]) == {"clean_acc", "reasr"}
+    assert summary["summary"]["reasr"]["mean"] == pytest.approx(0.8) and summary["summary"]["reasr"]["sweep"] == 0.75
+    text = verify.table(summary)
+    assert "seed 2: clean_acc=0.8200 reasr=0.9000" in text and "asr=" not in text.replace("reasr=", "")
+
+
 def test_verify_seeds_must_be_positive(tmp_path, capsys):
     rc = run_cli(
         ["export", "--experiment", SWEEP, "--verify-seeds", "0", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"]
