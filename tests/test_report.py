@@ -475,3 +475,11 @@ def test_export_knee_follows_the_record(recorded, tmp_path, capsys):
     head = out.read_text().split("#\n", 1)[0]
     assert f"# run: {rec.goals.knee(rec.finished).run_id} " in head
     assert "# rule: knee: feasible Pareto-front trial closest to (min asr, max clean_acc)" in head
+
+
+def test_a_trial_is_described_by_reasr_where_no_trigger_was_injected() -> None:
+    common = {"run_id": "r", "run_name": "n", "status": "FINISHED", "params": {}, "tags": {}}
+    natural = Trial(**common, metrics={"clean_acc": 0.813, "clean_acc_drop": 0.002, "reasr": 0.7584})
+    assert natural.describe_metrics() == "reasr=0.7584 clean_acc=0.8130 clean_acc_drop=0.0020"
+    patched = Trial(**common, metrics={"asr": 0.02, "clean_acc": 0.8, "clean_acc_drop": 0.01, "reasr": 0.5})
+    assert patched.describe_metrics() == "asr=0.0200 clean_acc=0.8000 clean_acc_drop=0.0100"

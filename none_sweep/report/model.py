@@ -83,9 +83,11 @@ class Trial:
         return f"run {self.run_id}" + (f" (trial {self.trial_id})" if self.trial_id else "")
 
     def describe_metrics(self, extra: Sequence[str] = ()) -> str:
-        """``asr=0.0150 clean_acc=0.9550 clean_acc_drop=0.0150`` (then any ``extra`` metrics)."""
+        """``asr=0.0150 clean_acc=0.9550 clean_acc_drop=0.0150`` (then any ``extra`` metrics); ``reasr=`` first
+        instead where no trigger was injected but trigger inversion ran (natural backdoors)."""
         values = self.final_metrics
-        keys = dict.fromkeys(["asr", "clean_acc", "clean_acc_drop", *extra])
+        backdoor = "reasr" if self.asr is None and pareto.finite(values.get("reasr")) is not None else "asr"
+        keys = dict.fromkeys([backdoor, "clean_acc", "clean_acc_drop", *extra])
         return " ".join(f"{key}={fmt(pareto.finite(values.get(key)))}" for key in keys)
 
 
