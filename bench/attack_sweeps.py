@@ -87,14 +87,18 @@ def trial_row(trial: Any) -> dict[str, Any]:
             "params": trial.params, **{k: trial.metrics.get(k) for k in keys}}  # fmt: skip
 
 
-def best_hand(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+def best_hand(trials: list[Any]) -> dict[str, Any] | None:
     """Among the space's hand settings (points ``hand_*``): the export rule's pick, else the lowest ASR."""
-    hand = [r for r in rows if (r["point"] or "").startswith("hand_") and r["asr"] is not None]
+    from none_sweep.errors import TrackingError
+    from none_sweep.report.selection import Rule, select
+
+    hand = [t for t in trials if (t.tags.get("none_sweep.point") or "").startswith("hand_") and t.asr is not None]
     for limit in map(float, RULES):
-        meeting = [r for r in hand if r["clean_acc_drop"] is not None and r["clean_acc_drop"] <= limit]
-        if meeting:
-            return min(meeting, key=lambda r: (r["asr"], -r["clean_acc"]))
-    return min(hand, key=lambda r: r["asr"]) if hand else None
+        try:
+            return trial_row(select(hand, Rule("max_drop", limit)))
+        except TrackingError:
+            continue
+    return trial_row(min(hand, key=lambda t: t.asr)) if hand else None
 
 
 def verified(summary: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +120,8 @@ def collect(space: str, root: Path, uri: str, rule: str, config: Path) -> dict[s
 
     client, _ = open_client(uri)
     sweep = load_sweep(client, uri, sweep_name(space))
-    rows = [trial_row(t) for t in sweep.trials if t.complete]
+    complete = [t for t in sweep.trials if t.complete]
+    rows = [trial_row(t) for t in complete]
     baseline = json.loads((root / "ray" / sweep_name(space) / "baseline.json").read_text())
     summary = json.loads(config.with_suffix(".verify.json").read_text())
     pick = next(r for r in rows if r["run_id"] == summary["run_id"])
@@ -125,7 +130,7 @@ def collect(space: str, root: Path, uri: str, rule: str, config: Path) -> dict[s
         "finished": len(rows), "feasible_002": sum(1 for r in rows if (r["clean_acc_drop"] or 1) <= 0.02),
         "undefended": {"metrics": baseline["metrics"], "wall_s": baseline["wall_s"]},
         "paper_defaults": next((r for r in rows if r["point"] == "paper_defaults"), None),
-        "best_hand": best_hand(rows), "pick": pick, "verified": verified(summary, baseline),
+        "best_hand": best_hand(complete), "pick": pick, "verified": verified(summary, baseline),
         "exported_config": config.read_text(),
     }  # fmt: skip
 
