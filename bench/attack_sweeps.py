@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from none_sweep.tracking.layout import POINT_TAG
 from none_sweep.train.metrics import compare_to_baseline
 
 SPACES = [
@@ -83,7 +84,7 @@ def export_pick(space: str, root: Path, uri: str, seeds: int) -> tuple[str, Path
 def trial_row(trial: Any) -> dict[str, Any]:
     keys = ("asr", "clean_acc", "clean_acc_drop", "der", "reasr", "poison_precision", "poison_recall", "wall_s",
             "pretrain_saved_s", "removed_samples")  # fmt: skip
-    return {"run_id": trial.run_id, "label": trial.label, "point": trial.tags.get("none_sweep.point"),
+    return {"run_id": trial.run_id, "label": trial.label, "point": trial.tags.get(POINT_TAG),
             "params": trial.params, **{k: trial.metrics.get(k) for k in keys}}  # fmt: skip
 
 
@@ -92,7 +93,7 @@ def best_hand(trials: list[Any]) -> dict[str, Any] | None:
     from none_sweep.errors import TrackingError
     from none_sweep.report.selection import Rule, select
 
-    hand = [t for t in trials if (t.tags.get("none_sweep.point") or "").startswith("hand_") and t.asr is not None]
+    hand = [t for t in trials if (t.tags.get(POINT_TAG) or "").startswith("hand_") and t.asr is not None]
     for limit in map(float, RULES):
         try:
             return trial_row(select(hand, Rule("max_drop", limit)))

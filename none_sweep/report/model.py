@@ -16,6 +16,7 @@ from ..sweep import pareto
 from ..sweep.record import SweepRecord
 from ..sweep.space import Constraint, Objective
 from ..tracking.layout import BASELINE_PREFIX, EARLY_STOP_TAG, PARENT_TAG, TRIAL_ID_TAG
+from ..train.metrics import backdoor_metric
 
 #: Where the goals came from, as the report prints it.
 FROM_RECORD = "the sweep record"
@@ -86,8 +87,7 @@ class Trial:
         """``asr=0.0150 clean_acc=0.9550 clean_acc_drop=0.0150`` (then any ``extra`` metrics); ``reasr=`` first
         instead where no trigger was injected but trigger inversion ran (natural backdoors)."""
         values = self.final_metrics
-        backdoor = "reasr" if self.asr is None and pareto.finite(values.get("reasr")) is not None else "asr"
-        keys = dict.fromkeys([backdoor, "clean_acc", "clean_acc_drop", *extra])
+        keys = dict.fromkeys([backdoor_metric(values) or "asr", "clean_acc", "clean_acc_drop", *extra])
         return " ".join(f"{key}={fmt(pareto.finite(values.get(key)))}" for key in keys)
 
 

@@ -2,7 +2,7 @@
 
 Seeds ``seed+1 .. seed+N`` run as Ray tasks (one per seed, on the Ray cluster named by ``RAY_ADDRESS`` or a
 local one started for the purpose); the result is the per-seed metrics and mean ± sample sd of clean
-accuracy and ASR, next to the sweep's own figure.
+accuracy and ASR (REASR for natural backdoors), next to the sweep's own figure.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from typing import Any
 from ray.tune import Callback
 
 from ..tracking.layout import POINT_KEY
+from ..train.metrics import backdoor_metric
 
 
 def _pct(value: Any) -> str:
@@ -24,12 +25,9 @@ def _pct(value: Any) -> str:
 
 
 def _backdoor(result: Mapping[str, Any]) -> str:
-    """``ASR x%, `` where a trigger is measured, else ``REASR x%, `` where trigger inversion ran (a sweep on natural
-    backdoors: at the end only), else nothing: without an injected trigger there is no ASR to show."""
-    for key, name in (("asr", "ASR"), ("reasr", "REASR")):
-        if _pct(result.get(key)) != "n/a":
-            return f"{name} {_pct(result.get(key))}, "
-    return ""
+    """``ASR x%, `` or, for natural backdoors (REASR at the end only), ``REASR x%, ``; nothing without either."""
+    key = backdoor_metric(result)
+    return f"{key.upper()} {_pct(result[key])}, " if key else ""
 
 
 def _short(trial_id: str) -> str:

@@ -6,7 +6,9 @@ images for all-to-one attacks (see :meth:`none_sweep.attacks.Attack.triggered_te
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -85,6 +87,16 @@ FINAL_METRICS = (
 )  # fmt: skip
 #: Metrics measured only when the attack plants a trigger (see ``none_sweep.attacks.injects_trigger``).
 TRIGGER_METRICS = ("asr", "robust_acc", "asr_reduction", "poison_precision", "poison_recall")
+
+
+def backdoor_metric(metrics: Mapping[str, Any]) -> str | None:
+    """The metric that stands for the backdoor in one line: ``asr`` where a trigger was injected and measured, else
+    ``reasr`` where trigger inversion ran (natural backdoors), else None."""
+    for key in ("asr", "reasr"):
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return key
+    return None
 
 
 def measures_reasr(mode: str, injects_trigger: bool) -> bool:
