@@ -12,8 +12,10 @@ accuracy). The row is read back from the sweep's MLflow experiment (the trials, 
 storage (``baseline.json``: the undefended run, trained once by the sweep) and the export's ``.verify.json``;
 every row is kept in ``<root>/<space>.json`` and all of them in ``--json``.
 
-Cost is the pick's own training (mean wall time over the fresh seeds, which train from scratch without the
-sweep's shared pre-training) over the undefended run's wall time, both one CPU per run.
+Each fresh seed is paired with its own undefended run by ``--verify-seeds`` (same seed, no defense): drop, DER
+and cost (the pick's own training, which starts from scratch without the sweep's shared pre-training, over that
+undefended run's wall time, one CPU each) are per seed against it, then averaged. A space swept again in a root
+that holds an earlier sweep of it (the spaces moved from a subset to the full training set) takes ``--suffix``.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ RULES = ("0.01", "0.02")  # the export rule: lowest ASR with clean_acc_drop <= 1
 CLI = [sys.executable, "-m", "none_sweep"]
 
 
-def sweep_name(space: str) -> str:
-    return space.replace("_", "-") + "-part4"
+SUFFIX = "part4"  # --suffix: a space re-swept in a root that holds an earlier sweep of it gets a new name
+
+
+def sweep_name(space: str, suffix: str = SUFFIX) -> str:
+    return f"{space.replace('_', '-')}-{suffix}"
 
 
 def run_logged(cmd: list[str], log: Path) -> int:
@@ -56,8 +61,8 @@ def sweep_status(storage: Path, name: str) -> str | None:
     return json.loads(summary.read_text()).get("status") if summary.exists() else None
 
 
-def run_sweep(space: str, root: Path, uri: str) -> None:
-    name, storage = sweep_name(space), root / "ray"
+def run_sweep(space: str, name: str, root: Path, uri: str) -> None:
+    storage = root / "ray"
     status = sweep_status(storage, name)
     if status == "finished":
         print(f"{space}: sweep {name} already finished", flush=True)
@@ -69,10 +74,10 @@ def run_sweep(space: str, root: Path, uri: str) -> None:
         raise SystemExit(f"{space}: the sweep did not finish (exit {code}); see {root / f'{space}.log'}")
 
 
-def export_pick(space: str, root: Path, uri: str, seeds: int) -> tuple[str, Path]:
+def export_pick(space: str, name: str, root: Path, uri: str, seeds: int) -> tuple[str, Path]:
     """The rule that picked, and the exported config (its ``.verify.json`` beside it)."""
     out = root / f"{space}.best.yaml"
-    base = [*CLI, "export", "--experiment", sweep_name(space), "--tracking-uri", uri, "--out", str(out),
+    base = [*CLI, "export", "--experiment", name, "--tracking-uri", uri, "--out", str(out),
             "--verify-seeds", str(seeds)]  # fmt: skip
     rules = [["--knee"]] if space == "fmnist_natural" else [["--max-drop", r] for r in RULES]
     for rule in rules:
@@ -103,31 +108,38 @@ def best_hand(trials: list[Any]) -> dict[str, Any] | None:
 
 
 def verified(summary: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
-    """The fresh seeds' mean ± sd, with drop and DER of their mean against the sweep's undefended run."""
+    """The fresh seeds' mean ± sd. Drop, DER and cost are each seed's against its own undefended run when the
+    export paired them (``"paired": true``); an export from before pairing has them against the sweep's
+    undefended run (seed 0), the drop and DER of the seeds' mean and the cost of their mean wall time."""
     stats = summary["summary"]
-    mean = {k: stats[k]["mean"] for k in ("clean_acc", "asr") if k in stats}
     out = {k: stats[k] for k in stats}
+    out["seeds"], out["paired"] = summary["seeds"], "clean_acc_drop" in stats
+    if out["paired"]:
+        out["der"] = stats["der"]["mean"] if "der" in stats else None
+        out["cost"] = stats["cost"]["mean"]
+        out["clean_acc_drop"] = stats["clean_acc_drop"]["mean"]
+        return out
+    mean = {k: stats[k]["mean"] for k in ("clean_acc", "asr") if k in stats}
     out.update(
         {k: v for k, v in compare_to_baseline(mean, baseline["metrics"]).items() if k in ("der", "clean_acc_drop")}
     )
     walls = [r["wall_s"] for r in summary["per_seed"] if r.get("wall_s") is not None]
-    out["wall_s"] = sum(walls) / len(walls) if walls else None
-    out["seeds"] = summary["seeds"]
+    out["cost"] = sum(walls) / len(walls) / baseline["wall_s"] if walls else None
     return out
 
 
-def collect(space: str, root: Path, uri: str, rule: str, config: Path) -> dict[str, Any]:
+def collect(space: str, name: str, root: Path, uri: str, rule: str, config: Path) -> dict[str, Any]:
     from none_sweep.report.runs import load_sweep, open_client
 
     client, _ = open_client(uri)
-    sweep = load_sweep(client, uri, sweep_name(space))
+    sweep = load_sweep(client, uri, name)
     complete = [t for t in sweep.trials if t.complete]
     rows = [trial_row(t) for t in complete]
-    baseline = json.loads((root / "ray" / sweep_name(space) / "baseline.json").read_text())
+    baseline = json.loads((root / "ray" / name / "baseline.json").read_text())
     summary = json.loads(config.with_suffix(".verify.json").read_text())
     pick = next(r for r in rows if r["run_id"] == summary["run_id"])
     return {
-        "space": space, "sweep": sweep_name(space), "rule": rule, "trials": rows,
+        "space": space, "sweep": name, "rule": rule, "trials": rows,
         "finished": len(rows), "feasible_002": sum(1 for r in rows if (r["clean_acc_drop"] or 1) <= 0.02),
         "undefended": {"metrics": baseline["metrics"], "wall_s": baseline["wall_s"]},
         "paper_defaults": next((r for r in rows if r["point"] == "paper_defaults"), None),
@@ -153,9 +165,10 @@ def pick_cell(r: dict[str, Any]) -> str:
     if r["pick"].get("asr") is None:
         reasr = v["reasr"]
         return (f"REASR **{reasr['mean']:.3f} ± {reasr['sd']:.3f}** / {pct(v['clean_acc']['mean'])} ± "
-                f"{pct(v['clean_acc']['sd'])} ({pct(v['clean_acc_drop'])})")  # fmt: skip
+                f"{pct(v['clean_acc']['sd'])} ({pct(v['clean_acc_drop'])}){'' if v.get('paired') else ' ‡'}")  # fmt: skip
+    unpaired = "" if v.get("paired") else " ‡"
     return (f"**{pct(v['asr']['mean'])} ± {pct(v['asr']['sd'])}** / {pct(v['clean_acc']['mean'])} ± "
-            f"{pct(v['clean_acc']['sd'])} ({pct(v['clean_acc_drop'])})")  # fmt: skip
+            f"{pct(v['clean_acc']['sd'])} ({pct(v['clean_acc_drop'])}){unpaired}")  # fmt: skip
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -167,21 +180,24 @@ def table(results: list[dict[str, Any]]) -> str:
         undef = f"{pct(u.get('asr'))} / {pct(u.get('clean_acc'))}"
         if u.get("asr") is None:
             undef = f"REASR {u['reasr']:.3f} / {pct(u.get('clean_acc'))}"
-        cost = v["wall_s"] / r["undefended"]["wall_s"] if v.get("wall_s") else None
+        cost = v["cost"] if "cost" in v else v["wall_s"] / r["undefended"]["wall_s"]  # row kept before pairing
         detect = f"{pct(p['poison_precision'], 1)} / {pct(p['poison_recall'], 1)}"
         der = "n/a" if v.get("der") is None or u.get("asr") is None else f"{v['der']:.3f}"
         lines.append(f"| {r['space']} | {undef} | {cell(r['paper_defaults'])} | {cell(r['best_hand'])} | "
                      f"{cell(p)} | {pick_cell(r)} | {der} | {detect} | "
                      f"{'n/a' if cost is None else f'{cost:.2f}'} | {r['rule']} |")  # fmt: skip
+    if any(not r["verified"].get("paired") for r in results):
+        lines.append("\n‡ verified before each fresh seed had its own undefended run: drop, DER and cost are "
+                     "those of the seeds' mean against the sweep's undefended run (seed 0).")  # fmt: skip
     return "\n".join(lines)
 
 
-def measure(space: str, root: Path, uri: str, seeds: int, kept: Path) -> None:
+def measure(space: str, name: str, root: Path, uri: str, seeds: int, kept: Path) -> None:
     """Sweep, export, verify and collect one space into ``kept``."""
     t0 = time.monotonic()
-    run_sweep(space, root, uri)
-    rule, config = export_pick(space, root, uri, seeds)
-    row = collect(space, root, uri, rule, config)
+    run_sweep(space, name, root, uri)
+    rule, config = export_pick(space, name, root, uri, seeds)
+    row = collect(space, name, root, uri, rule, config)
     row["bench_wall_s"] = time.monotonic() - t0
     kept.write_text(json.dumps(row, indent=1))
     print(f"{space}: done in {row['bench_wall_s']:.0f}s; {table([row]).splitlines()[-1]}", flush=True)
@@ -192,6 +208,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, required=True, help="Ray storage, MLflow store, logs and exports")
     parser.add_argument("--spaces", nargs="+", default=SPACES, choices=[*SPACES, ROBUST])
     parser.add_argument("--seeds", type=int, default=3, help="fresh seeds for export --verify-seeds")
+    parser.add_argument("--suffix", default=SUFFIX, help="sweep names are <space>-<suffix> (default %(default)s)")
     parser.add_argument("--json", type=Path, default=Path("bench/attack_sweeps_results.json"))
     parser.add_argument("--table-only", action="store_true", help="print the table from <root>/<space>.json")
     args = parser.parse_args()
@@ -202,7 +219,7 @@ def main() -> None:
         kept = args.root / f"{space}.json"
         if not args.table_only and not kept.exists():
             try:
-                measure(space, args.root, uri, args.seeds, kept)
+                measure(space, sweep_name(space, args.suffix), args.root, uri, args.seeds, kept)
             except SystemExit as failed:  # one space failing does not stop the others
                 print(failed, flush=True)
                 failures.append(space)

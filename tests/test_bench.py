@@ -347,3 +347,38 @@ def test_sampler_bench_studies_hold_the_spaces_params_and_its_conditions() -> No
     for t in trials:  # `removal` is searched only where filter_samples is on, as in a sweep
         assert ("defense.removal" in t.params) == bool(t.params["defense.filter_samples"])
         assert set(t.params) <= set(space.keys)
+
+
+# --------------------------------------------------------------------------- attack_sweeps
+def test_attack_sweeps_row_takes_paired_figures_and_marks_the_unpaired_ones() -> None:
+    """A paired export's drop and cost are its seeds' own; an export kept from before pairing is against the
+    sweep's undefended run and is flagged in the table."""
+    from bench import attack_sweeps
+    from none_sweep.report import verify
+
+    baseline = {"metrics": {"clean_acc": 0.81, "asr": 0.99}, "wall_s": 20.0}
+    seeds = [
+        verify.paired({"seed": 1, "clean_acc": 0.80, "asr": 0.02, "wall_s": 30.0},
+                      {"seed": 1, "clean_acc": 0.83, "asr": 0.98, "wall_s": 20.0}),
+        verify.paired({"seed": 2, "clean_acc": 0.79, "asr": 0.04, "wall_s": 26.0},
+                      {"seed": 2, "clean_acc": 0.80, "asr": 0.97, "wall_s": 20.0}),
+    ]  # fmt: skip
+    # DER per seed: (0.96 - 0.03 + 1) / 2 = 0.965 and (0.93 - 0.01 + 1) / 2 = 0.960
+    paired = attack_sweeps.verified(verify.summarise(seeds, {}, run_id="r", experiment="e", config_seed=0), baseline)
+    assert paired["paired"] and paired["clean_acc_drop"] == pytest.approx(0.02) and paired["cost"] == pytest.approx(1.4)
+    unpaired_seeds = [{k: v for k, v in s.items() if k in ("seed", "clean_acc", "asr", "wall_s")} for s in seeds]
+    unpaired = attack_sweeps.verified(
+        verify.summarise(unpaired_seeds, {}, run_id="r", experiment="e", config_seed=0), baseline
+    )
+    assert not unpaired["paired"] and unpaired["clean_acc_drop"] == pytest.approx(0.81 - 0.795)
+    assert unpaired["cost"] == pytest.approx(28.0 / 20.0)
+    pick = {"asr": 0.01, "clean_acc": 0.81, "clean_acc_drop": 0.0, "poison_precision": 1.0, "poison_recall": 1.0}
+    rows = [
+        {"space": s, "undefended": baseline, "paper_defaults": None, "best_hand": None, "pick": pick,
+         "verified": v, "rule": "--max-drop 0.01"}
+        for s, v in (("paired_space", paired), ("old_space", unpaired))
+    ]  # fmt: skip
+    text = attack_sweeps.table(rows)
+    lines = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert "‡" not in lines["| paired_space"] and "(2.00) | 0.963 |" in lines["| paired_space"]
+    assert "‡" in lines["| old_space"] and "1.40 | --max-drop" in lines["| old_space"] and "\n‡ verified" in text

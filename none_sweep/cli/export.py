@@ -45,6 +45,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="re-train the config on N fresh seeds (seed+1..seed+N) as Ray tasks; report mean ± sd",
     )
     p.add_argument(
+        "--verify-baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pair each fresh seed with its own undefended run, so that its drop, DER and cost are against "
+        "the same seed (default; --no-verify-baseline halves the time, and then no drop is reported)",
+    )
+    p.add_argument(
         "--ray-address", metavar="ADDR", help="Ray cluster for --verify-seeds (default: $RAY_ADDRESS, else a local Ray)"
     )
     add_tracking_argument(p)
@@ -89,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             config,
             args.verify_seeds,
             address=args.ray_address,
+            with_baseline=args.verify_baseline,
             say=lambda line: print(line, file=sys.stderr, flush=True),
         )
         summary = verify.summarise(

@@ -3,6 +3,11 @@
 Seeds ``seed+1 .. seed+N`` run as Ray tasks (one per seed, on the Ray cluster named by ``RAY_ADDRESS`` or a
 local one started for the purpose); the result is the per-seed metrics and mean ± sample sd of clean
 accuracy and ASR (REASR for natural backdoors), next to the sweep's own figure.
+
+Each fresh seed is paired with its own undefended run (same config, ``defense.enabled=false``, same seed)
+unless asked not to: the sweep's baseline was trained on the sweep's seed only, and a fresh seed's clean
+accuracy against it mixes seed-to-seed noise (about a point here) into the drop the export rule limits.
+Paired, each seed gives its own drop, DER and training cost, and those are summarised like the metrics.
 """
 
 from __future__ import annotations
@@ -17,11 +22,16 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, ResourceError
+from ..train.metrics import compare_to_baseline
 from ..sweep.preflight import RAY_AUTH_ENABLED_NOTICE, dropping
 
 #: What a fresh seed is judged on: ASR where a trigger is injected, REASR where trigger inversion runs instead
 #: (natural backdoors); a metric the config does not measure stays None and is left out of the lines.
 VERIFIED = ("clean_acc", "asr", "reasr")
+#: Per seed against that seed's undefended run (only when paired): the figures the export rules and the
+#: product's goals are stated in. ``cost`` is the defended run's wall time over the undefended run's.
+PAIRED = ("clean_acc_drop", "der", "cost")
+DEFENDED, UNDEFENDED = "defended", "undefended"
 
 
 def train_one_seed(config: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -37,6 +47,21 @@ def train_one_seed(config: dict[str, Any], seed: int) -> dict[str, Any]:
     return {"seed": seed, **{k: metrics.get(k) for k in (*VERIFIED, "robust_acc", "wall_s", "device")}}
 
 
+def undefended(config: dict[str, Any]) -> dict[str, Any]:
+    """The same config without the defense: what the sweep's baseline is, on another seed."""
+    return {**config, "defense": {**(config.get("defense") or {}), "enabled": False}}
+
+
+def paired(defended: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """One seed's defended result with its undefended run and the figures against it."""
+    figures = compare_to_baseline(defended, baseline)
+    walls = defended.get("wall_s"), baseline.get("wall_s")
+    cost = walls[0] / walls[1] if walls[0] is not None and walls[1] else None
+    der = figures["der"] if defended.get("asr") is not None and baseline.get("asr") is not None else None
+    return {**defended, "clean_acc_drop": figures.get("clean_acc_drop"), "der": der, "cost": cost,
+            UNDEFENDED: baseline}  # fmt: skip
+
+
 def seeds_for(config: dict[str, Any], n: int) -> list[int]:
     base = int(config.get("seed", 0) or 0)
     return [base + i for i in range(1, n + 1)]
@@ -47,9 +72,11 @@ def run_seeds(
     n: int,
     *,
     address: str | None = None,
+    with_baseline: bool = True,
     say: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Train ``config`` on ``n`` fresh seeds as Ray tasks; results in seed order."""
+    """Train ``config`` on ``n`` fresh seeds as Ray tasks (each with its undefended run when
+    ``with_baseline``); results in seed order."""
     import ray
 
     if n < 1:
@@ -65,23 +92,29 @@ def run_seeds(
         if cpus < 1:
             raise ResourceError("the Ray cluster has no CPU to run the verification on")
         task = ray.remote(num_cpus=1, num_gpus=1 if wants_gpu else 0, max_retries=0)(train_one_seed)
-        pending = {task.remote(config, seed): seed for seed in seeds_for(config, n)}
+        arms = {DEFENDED: config, **({UNDEFENDED: undefended(config)} if with_baseline else {})}
+        seeds = seeds_for(config, n)
+        pending = {task.remote(cfg, seed): (seed, arm) for seed in seeds for arm, cfg in arms.items()}
         say(
-            f"verify: training {n} seed(s) {sorted(pending.values())} as Ray tasks "
-            f"({'1 GPU' if wants_gpu else '1 CPU'} each; cluster {cpus:g} CPU, {gpus:g} GPU)"
+            f"verify: training {n} seed(s) {seeds}{' each with its undefended run' if with_baseline else ''} "
+            f"as {len(pending)} Ray tasks ({'1 GPU' if wants_gpu else '1 CPU'} each; "
+            f"cluster {cpus:g} CPU, {gpus:g} GPU)"
         )
-        results = []
+        done_runs: dict[tuple[int, str], dict[str, Any]] = {}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            seed = pending.pop(done[0])
+            seed, arm = pending.pop(done[0])
             try:
-                result = ray.get(done[0])
+                done_runs[seed, arm] = ray.get(done[0])
             except ray.exceptions.RayTaskError as exc:
                 cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                raise ResourceError(f"verification seed {seed} failed: {type(cause).__name__}: {cause}") from None
-            say(f"verify: seed {seed}: {measured(result)}")
-            results.append(result)
-        return sorted(results, key=lambda r: r["seed"])
+                raise ResourceError(
+                    f"verification seed {seed} ({arm}) failed: {type(cause).__name__}: {cause}"
+                ) from None
+            say(f"verify: seed {seed} {arm}: {measured(done_runs[seed, arm])}")
+        if not with_baseline:
+            return [done_runs[seed, DEFENDED] for seed in seeds]
+        return [paired(done_runs[seed, DEFENDED], done_runs[seed, UNDEFENDED]) for seed in seeds]
     finally:
         if started_here:
             ray.shutdown()
@@ -92,10 +125,10 @@ def summarise(
 ) -> dict[str, Any]:
     """Mean and sample sd per verified metric, beside the sweep trial's value."""
     stats = {}
-    for key in VERIFIED:
+    for key in (*VERIFIED, *PAIRED):
         values = [float(r[key]) for r in results if r.get(key) is not None]
-        if not values and sweep_metrics.get(key) is None:
-            continue  # not measured by this config (no trigger: no ASR; REASR off)
+        if not values and (key in PAIRED or sweep_metrics.get(key) is None):
+            continue  # not measured by this config (no trigger: no ASR; REASR off), or seeds not paired
         stats[key] = {
             "sweep": sweep_metrics.get(key),
             "mean": statistics.fmean(values) if values else None,
@@ -115,19 +148,23 @@ def summarise(
 def table(summary: dict[str, Any]) -> str:
     seeds = summary["seeds"]
     head = f"fresh seeds {seeds[0]}..{seeds[-1]} (n={len(seeds)})" if seeds else "fresh seeds"
-    rows = [f"{'metric':<10} {'sweep (seed ' + str(summary['sweep_seed']) + ')':>18}   {head}"]
+    rows = [f"{'metric':<15} {'sweep (seed ' + str(summary['sweep_seed']) + ')':>18}   {head}"]
     for key, s in summary["summary"].items():
         sweep = "n/a" if s["sweep"] is None else f"{s['sweep']:.4f}"
         mean = "n/a" if s["mean"] is None else f"{s['mean']:.4f} ± {s['sd']:.4f}"
-        rows.append(f"{key:<10} {sweep:>18}   {mean}")
+        rows.append(f"{key:<15} {sweep:>18}   {mean}")
     for r in summary["per_seed"]:
-        rows.append(f"  seed {r['seed']}: {measured(r)}")
+        base = r.get(UNDEFENDED)
+        rows.append(f"  seed {r['seed']}: {measured(r)}" + (f"   undefended: {measured(base)}" if base else ""))
+    if any(key in summary["summary"] for key in PAIRED):
+        rows.append("  (clean_acc_drop, der, cost: each seed against its own undefended run; the sweep's "
+                    "column against the sweep's baseline)")  # fmt: skip
     return "\n".join(rows)
 
 
 def measured(result: dict[str, Any]) -> str:
-    """``clean_acc=0.8010 asr=0.0338``: the verified metrics this run measured."""
-    return " ".join(f"{k}={result[k]:.4f}" for k in VERIFIED if result.get(k) is not None)
+    """``clean_acc=0.8010 asr=0.0338``: the verified metrics this run measured (and, paired, its drop)."""
+    return " ".join(f"{k}={result[k]:.4f}" for k in (*VERIFIED, *PAIRED) if result.get(k) is not None)
 
 
 def verify_path(out: str | Path) -> Path:
