@@ -382,3 +382,14 @@ def test_attack_sweeps_row_takes_paired_figures_and_marks_the_unpaired_ones() ->
     lines = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
     assert "‡" not in lines["| paired_space"] and "(2.00) | 0.963 |" in lines["| paired_space"]
     assert "‡" in lines["| old_space"] and "1.40 | --max-drop" in lines["| old_space"] and "\n‡ verified" in text
+
+
+def test_full_set_verify_clears_the_subsets_and_grades_the_goal() -> None:
+    from bench import full_set_verify
+
+    config = {"seed": 0, "data": {"name": "fashion-mnist", "train_subset": 12000, "test_subset": 2000}}
+    assert full_set_verify.full_set(config)["data"] == {"name": "fashion-mnist", "train_subset": None,
+                                                        "test_subset": None}  # fmt: skip
+    assert config["data"]["train_subset"] == 12000  # the exported mapping is left as it was
+    stats = {"asr": {"mean": 0.008}, "clean_acc_drop": {"mean": 0.013}, "cost": {"mean": 1.2}}
+    assert full_set_verify.goal(stats) == "asr 0.80 ✓, clean_acc_drop 1.30 ✗, cost 1.20× ✓"
