@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, ResourceError
-from ..train.metrics import compare_to_baseline
 from ..sweep.preflight import RAY_AUTH_ENABLED_NOTICE, dropping
+from ..train.metrics import compare_to_baseline
 
 #: What a fresh seed is judged on: ASR where a trigger is injected, REASR where trigger inversion runs instead
 #: (natural backdoors); a metric the config does not measure stays None and is left out of the lines.
