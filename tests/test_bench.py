@@ -393,3 +393,14 @@ def test_full_set_verify_clears_the_subsets_and_grades_the_goal() -> None:
     assert config["data"]["train_subset"] == 12000  # the exported mapping is left as it was
     stats = {"asr": {"mean": 0.008}, "clean_acc_drop": {"mean": 0.013}, "cost": {"mean": 1.2}}
     assert full_set_verify.goal(stats) == "asr 0.80 ✓, clean_acc_drop 1.30 ✗, cost 1.20× ✓"
+
+
+def test_clean_floor_runs_the_experiment_undefended_with_one_poisoned_sample() -> None:
+    from bench import clean_floor
+    from none_sweep.attacks._base import poison_count
+    from none_sweep.experiment import resolve_config
+
+    for scale in clean_floor.SCALES.values():
+        cfg = resolve_config(clean_floor.floor_config(scale), source="clean floor")
+        assert not cfg.defense.enabled and cfg.data.train_subset == scale["train_subset"]
+        assert poison_count(cfg.attack.poison_rate, 60000) == 1 and cfg.attack.name == "badnets"
