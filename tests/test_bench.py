@@ -397,7 +397,7 @@ def test_full_set_verify_clears_the_subsets_and_grades_the_goal() -> None:
 
 def test_clean_floor_runs_the_experiment_undefended_with_one_poisoned_sample() -> None:
     from bench import clean_floor
-    from none_sweep.attacks._base import poison_count
+    from none_sweep.attacks import poison_count
     from none_sweep.experiment import resolve_config
 
     for scale in clean_floor.SCALES.values():
