@@ -115,6 +115,12 @@ def verified(summary: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any
     out = {k: stats[k] for k in stats}
     out["seeds"], out["paired"] = summary["seeds"], "clean_acc_drop" in stats
     if out["paired"]:
+        bases = [r["undefended"] for r in summary["per_seed"]]
+        out["undefended_seeds"] = {
+            k: sum(b[k] for b in bases) / len(bases)
+            for k in ("clean_acc", "asr", "reasr")
+            if bases[0].get(k) is not None
+        }
         out["der"] = stats["der"]["mean"] if "der" in stats else None
         out["cost"] = stats["cost"]["mean"]
         out["clean_acc_drop"] = stats["clean_acc_drop"]["mean"]
@@ -171,10 +177,20 @@ def pick_cell(r: dict[str, Any]) -> str:
             f"{pct(v['clean_acc']['sd'])} ({pct(v['clean_acc_drop'])}){unpaired}")  # fmt: skip
 
 
+def fresh_undefended(v: dict[str, Any]) -> str:
+    """The fresh seeds' own undefended runs, mean (what the pick's drop and DER are against when paired)."""
+    u = v.get("undefended_seeds")
+    if not u:
+        return "—"
+    backdoor = f"REASR {u['reasr']:.3f}" if u.get("asr") is None else pct(u["asr"])
+    return f"{backdoor} / {pct(u['clean_acc'])}"
+
+
 def table(results: list[dict[str, Any]]) -> str:
     head = ("| space | undefended ASR / CA | paper defaults | best hand setting | sweep pick (sweep seed) | "
-            "pick on 3 fresh seeds: ASR / CA (drop) | DER | detection P / R | cost × undef. | rule |")  # fmt: skip
-    lines = [head, "| " + " | ".join(["---"] * 10) + " |"]
+            "fresh seeds undefended: ASR / CA | pick on the fresh seeds: ASR / CA (drop) | DER | detection P / R | "
+            "cost × undef. | rule |")  # fmt: skip
+    lines = [head, "| " + " | ".join(["---"] * 11) + " |"]
     for r in results:
         u, p, v = r["undefended"]["metrics"], r["pick"], r["verified"]
         undef = f"{pct(u.get('asr'))} / {pct(u.get('clean_acc'))}"
@@ -184,7 +200,7 @@ def table(results: list[dict[str, Any]]) -> str:
         detect = f"{pct(p['poison_precision'], 1)} / {pct(p['poison_recall'], 1)}"
         der = "n/a" if v.get("der") is None or u.get("asr") is None else f"{v['der']:.3f}"
         lines.append(f"| {r['space']} | {undef} | {cell(r['paper_defaults'])} | {cell(r['best_hand'])} | "
-                     f"{cell(p)} | {pick_cell(r)} | {der} | {detect} | "
+                     f"{cell(p)} | {fresh_undefended(v)} | {pick_cell(r)} | {der} | {detect} | "
                      f"{'n/a' if cost is None else f'{cost:.2f}'} | {r['rule']} |")  # fmt: skip
     if any(not r["verified"].get("paired") for r in results):
         lines.append("\n‡ verified before each fresh seed had its own undefended run: drop, DER and cost are "
@@ -224,7 +240,11 @@ def main() -> None:
                 print(failed, flush=True)
                 failures.append(space)
         if kept.exists():
-            results.append(json.loads(kept.read_text()))
+            row = json.loads(kept.read_text())
+            checked = args.root / f"{space}.best.verify.json"  # the verification's own record, read afresh
+            if checked.exists():
+                row["verified"] = verified(json.loads(checked.read_text()), row["undefended"])
+            results.append(row)
     if results:
         args.json.write_text(json.dumps(results, indent=1))
         print(table(results))

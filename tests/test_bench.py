@@ -381,7 +381,9 @@ def test_attack_sweeps_row_takes_paired_figures_and_marks_the_unpaired_ones() ->
     text = attack_sweeps.table(rows)
     lines = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
     assert "‡" not in lines["| paired_space"] and "(2.00) | 0.963 |" in lines["| paired_space"]
-    assert "‡" in lines["| old_space"] and "1.40 | --max-drop" in lines["| old_space"] and "\n‡ verified" in text
+    assert "| 97.50 / 81.50 | **3.00" in lines["| paired_space"]  # the fresh seeds' own undefended runs, mean
+    assert "| — | **3.00" in lines["| old_space"] and "‡" in lines["| old_space"]
+    assert "1.40 | --max-drop" in lines["| old_space"] and "\n‡ verified" in text
 
 
 def test_full_set_verify_clears_the_subsets_and_grades_the_goal() -> None:
