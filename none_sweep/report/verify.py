@@ -111,7 +111,8 @@ def run_seeds(
                 raise ResourceError(
                     f"verification seed {seed} ({arm}) failed: {type(cause).__name__}: {cause}"
                 ) from None
-            say(f"verify: seed {seed} {arm}: {measured(done_runs[seed, arm])}")
+            which = f" {arm}" if with_baseline else ""  # unpaired: the config as given, nothing to tell apart
+            say(f"verify: seed {seed}{which}: {measured(done_runs[seed, arm])}")
         if not with_baseline:
             return [done_runs[seed, DEFENDED] for seed in seeds]
         return [paired(done_runs[seed, DEFENDED], done_runs[seed, UNDEFENDED]) for seed in seeds]
