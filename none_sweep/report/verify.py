@@ -100,25 +100,33 @@ def run_seeds(
             f"as {len(pending)} Ray tasks ({'1 GPU' if wants_gpu else '1 CPU'} each; "
             f"cluster {cpus:g} CPU, {gpus:g} GPU)"
         )
-        done_runs: dict[tuple[int, str], dict[str, Any]] = {}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            seed, arm = pending.pop(done[0])
-            try:
-                done_runs[seed, arm] = ray.get(done[0])
-            except ray.exceptions.RayTaskError as exc:
-                cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                raise ResourceError(
-                    f"verification seed {seed} ({arm}) failed: {type(cause).__name__}: {cause}"
-                ) from None
-            which = f" {arm}" if with_baseline else ""  # unpaired: the config as given, nothing to tell apart
-            say(f"verify: seed {seed}{which}: {measured(done_runs[seed, arm])}")
+        done_runs = gather(pending, label_arms=with_baseline, say=say)
         if not with_baseline:
             return [done_runs[seed, DEFENDED] for seed in seeds]
         return [paired(done_runs[seed, DEFENDED], done_runs[seed, UNDEFENDED]) for seed in seeds]
     finally:
         if started_here:
             ray.shutdown()
+
+
+def gather(
+    pending: dict[Any, tuple[int, str]], *, label_arms: bool, say: Callable[[str], None]
+) -> dict[tuple[int, str], dict[str, Any]]:
+    """Each Ray task's result by (seed, arm) as it finishes, one line each; a failed task stops the check."""
+    import ray
+
+    done_runs: dict[tuple[int, str], dict[str, Any]] = {}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        seed, arm = pending.pop(done[0])
+        try:
+            done_runs[seed, arm] = ray.get(done[0])
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            raise ResourceError(f"verification seed {seed} ({arm}) failed: {type(cause).__name__}: {cause}") from None
+        which = f" {arm}" if label_arms else ""  # unpaired: the config as given, nothing to tell apart
+        say(f"verify: seed {seed}{which}: {measured(done_runs[seed, arm])}")
+    return done_runs
 
 
 def summarise(
