@@ -51,7 +51,11 @@ def test_plan_finetune_continue_retrain_and_baseline() -> None:
     retrain = build_plan(
         config_from_dict({**base, "defense": {"after_reset": "retrain", "pretrain_epochs": 3, "rounds": 1}})
     )
-    assert [p.phase for p in retrain] == ["pretrain"] * 3 + ["retrain"] * 3 and retrain[3].reinit_model
+    assert [p.phase for p in retrain] == ["pretrain"] * 3 + ["retrain"] * 6 and retrain[3].reinit_model
+    # detection after a short pre-training, then the undefended run's full schedule for the model that ships
+    undefended_lrs = [p.lr for p in build_plan(config_from_dict({**base, "defense": {"enabled": False}}))]
+    assert [p.lr for p in retrain[3:]] == undefended_lrs
+    assert retrain[2].lr < retrain[3].lr == pytest.approx(0.1) and not any(p.analyse_before for p in retrain[4:])
 
     undefended = build_plan(config_from_dict({**base, "defense": {"enabled": False}}))
     assert [p.phase for p in undefended] == ["train"] * 6 and not any(p.analyse_before for p in undefended)

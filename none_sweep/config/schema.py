@@ -82,7 +82,8 @@ class DefenseConfig:
     after_reset: str = spec(
         "finetune",
         choices=("finetune", "continue", "retrain"),
-        help="finetune at finetune_lr (published); continue the main schedule; retrain from scratch on filtered data",
+        help="finetune at finetune_lr (published); continue the main schedule; retrain from scratch on the "
+        "filtered data for train.epochs",
     )
     finetune_lr: float = spec(1e-4, low=0.0, high=10.0, low_open=True, help="none_lr")
     freeze_bn: bool = spec(True, help="BatchNorm in eval mode while fine-tuning (published)")

@@ -10,7 +10,10 @@ Modes (``defense.after_reset``):
 - ``continue`` (the paper's "during training"): the main schedule of ``train.epochs`` runs on; resets
   happen before epochs ``pretrain_epochs+1``, ``+reset_interval``, ... at the scheduled lr.
 - ``retrain``: after each analysis the model is re-initialised and trained from scratch on the filtered
-  data for ``pretrain_epochs`` epochs (a full main schedule); ``reset_interval`` is unused.
+  data for ``train.epochs`` epochs on the main schedule, the undefended run's, whatever ``pretrain_epochs``
+  is: the pre-training only has to be long enough for detection (a patch backdoor is found after 2 of 6
+  epochs), and the model that ships gets a full schedule, so an early analysis makes the defense cheaper
+  without undertraining it. ``reset_interval`` is unused.
 - defense disabled: ``train.epochs`` on the main schedule (the undefended baseline).
 """
 
@@ -69,8 +72,8 @@ def build_plan(cfg: ExperimentConfig) -> list[EpochPlan]:
                 plan.append(EpochPlan(len(plan) + 1, "finetune", r, d.finetune_lr, i == 0, False, d.freeze_bn))
     elif d.after_reset == "retrain":
         for r in range(1, d.rounds + 1):
-            for i in range(p):
-                plan.append(EpochPlan(len(plan) + 1, "retrain", r, main_lr(t, i, p), i == 0, i == 0))
+            for i in range(t.epochs):
+                plan.append(EpochPlan(len(plan) + 1, "retrain", r, main_lr(t, i, t.epochs), i == 0, i == 0))
     else:
         resets = {p + k * d.reset_interval for k in range(d.rounds)}
         r = 0
