@@ -393,6 +393,11 @@ def test_full_set_verify_clears_the_subsets_and_grades_the_goal() -> None:
     assert full_set_verify.full_set(config)["data"] == {"name": "fashion-mnist", "train_subset": None,
                                                         "test_subset": None}  # fmt: skip
     assert config["data"]["train_subset"] == 12000  # the exported mapping is left as it was
+    changes = ["defense.pretrain_epochs=2"]
+    assert full_set_verify.row_name("fmnist_badnets", changes) == "fmnist_badnets (defense.pretrain_epochs=2)"
+    kept = full_set_verify.kept_path(Path("/r"), "fmnist_badnets", changes)
+    assert kept.name == "fmnist_badnets.fullset.defense.pretrain_epochs=2.verify.json"
+    assert full_set_verify.kept_path(Path("/r"), "fmnist_badnets", []).name == "fmnist_badnets.fullset.verify.json"
     stats = {"asr": {"mean": 0.008}, "clean_acc_drop": {"mean": 0.013}, "cost": {"mean": 1.2}}
     assert full_set_verify.goal(stats) == "asr 0.80 ✓, clean_acc_drop 1.30 ✗, cost 1.20× ✓"
 
