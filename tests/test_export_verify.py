@@ -119,6 +119,7 @@ def test_verify_three_seeds_with_ray(tmp_path, capfd, monkeypatch):
     assert data["seeds"] == [1, 2, 3] and [r["seed"] for r in data["per_seed"]] == [1, 2, 3]
     for r in data["per_seed"]:
         assert 0.0 <= r["asr"] <= 1.0 and 0.5 < r["clean_acc"] <= 1.0  # trained, not chance (10 classes)
+        assert {"poison_precision", "poison_recall", "removed_samples"} <= set(r)  # why a seed differs, kept
         base = r["undefended"]  # the same seed without the defense, trained as its own task
         assert base["seed"] == r["seed"] and 0.5 < base["clean_acc"] <= 1.0
         assert r["clean_acc_drop"] == pytest.approx(base["clean_acc"] - r["clean_acc"])

@@ -32,6 +32,9 @@ VERIFIED = ("clean_acc", "asr", "reasr")
 #: product's goals are stated in. ``cost`` is the defended run's wall time over the undefended run's.
 PAIRED = ("clean_acc_drop", "der", "cost")
 DEFENDED, UNDEFENDED = "defended", "undefended"
+#: Kept per seed beside the verified metrics, not summarised: what explains a seed that lands far from the
+#: others (did detection find the poison on it?) and what the cost is computed from.
+DIAGNOSTIC = ("robust_acc", "poison_precision", "poison_recall", "removed_samples", "wall_s", "device")
 
 
 def train_one_seed(config: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -44,7 +47,7 @@ def train_one_seed(config: dict[str, Any], seed: int) -> dict[str, Any]:
     for _report in run.epochs():
         pass
     metrics = run.result().metrics
-    return {"seed": seed, **{k: metrics.get(k) for k in (*VERIFIED, "robust_acc", "wall_s", "device")}}
+    return {"seed": seed, **{k: metrics.get(k) for k in (*VERIFIED, *DIAGNOSTIC)}}
 
 
 def undefended(config: dict[str, Any]) -> dict[str, Any]:
