@@ -1,6 +1,8 @@
 """The ASR a model shows without a backdoor: the floor under any defense's ASR on a patch attack.
 
     python -m bench.clean_floor --json bench/clean_floor_results.json
+    python -m bench.clean_floor --experiments configs/fmnist_label_consistent.yaml configs/fmnist_all_to_all.yaml \
+        --scales full --json bench/clean_floor_other_patches.json
 
 ASR counts the patched non-target test images classified as the target. A model that never learned the
 trigger still sends some of them there (a patch over an image is a corruption, and the model's errors on
@@ -23,14 +25,14 @@ from none_sweep.report import verify
 
 EXPERIMENT = Path("configs/fmnist_badnets.yaml")
 SCALES: dict[str, dict[str, int | None]] = {
-    "subset 12000 / 2000": {"train_subset": 12000, "test_subset": 2000},
-    "full 60000 / 10000": {"train_subset": None, "test_subset": None},
+    "subset": {"train_subset": 12000, "test_subset": 2000},
+    "full": {"train_subset": None, "test_subset": None},
 }
 ONE_SAMPLE = 1e-9  # poison_count rounds up to at least one sample
 
 
-def floor_config(scale: dict[str, int | None]) -> dict[str, Any]:
-    config = verify.config_mapping(EXPERIMENT.read_text())
+def floor_config(scale: dict[str, int | None], experiment: Path = EXPERIMENT) -> dict[str, Any]:
+    config = verify.config_mapping(experiment.read_text())
     return {
         **config,
         "data": {**config["data"], **scale},
@@ -39,18 +41,21 @@ def floor_config(scale: dict[str, int | None]) -> dict[str, Any]:
     }
 
 
-def measure(seeds: int) -> dict[str, Any]:
+def measure(seeds: int, experiments: list[Path], scales: list[str]) -> dict[str, Any]:
     out = {}
-    for name, scale in SCALES.items():
-        runs = verify.run_seeds(floor_config(scale), seeds, with_baseline=False, say=lambda line: print(line))
-        asr = [r["asr"] for r in runs]
-        out[name] = {"per_seed": runs, "asr_mean": statistics.fmean(asr), "asr_sd": statistics.stdev(asr)}
+    for experiment in experiments:
+        for name in scales:
+            config = floor_config(SCALES[name], experiment)
+            runs = verify.run_seeds(config, seeds, with_baseline=False, say=lambda line: print(line))
+            asr = [r["asr"] for r in runs]
+            out[f"{experiment.stem}, {name}"] = {"per_seed": runs, "asr_mean": statistics.fmean(asr),
+                                                  "asr_sd": statistics.stdev(asr) if len(asr) > 1 else 0.0}  # fmt: skip
     return out
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = ["| scale (train / test images) | seeds | clean-model ASR, mean ± sd | clean accuracy |",
-             "| --- | --- | --- | --- |"]  # fmt: skip
+    lines = ["| experiment, scale (subset: 12 000 / 2 000 images; full: 60 000 / 10 000) | seeds | "
+             "clean-model ASR, mean ± sd | clean accuracy |", "| --- | --- | --- | --- |"]  # fmt: skip
     for name, r in results.items():
         acc = statistics.fmean(x["clean_acc"] for x in r["per_seed"])
         seeds = ", ".join(str(x["seed"]) for x in r["per_seed"])
@@ -61,9 +66,11 @@ def table(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--experiments", nargs="+", type=Path, default=[EXPERIMENT])
+    parser.add_argument("--scales", nargs="+", default=list(SCALES), choices=list(SCALES))
     parser.add_argument("--json", type=Path, default=Path("bench/clean_floor_results.json"))
     args = parser.parse_args()
-    results = measure(args.seeds)
+    results = measure(args.seeds, args.experiments, args.scales)
     args.json.write_text(json.dumps(results, indent=1, default=str))
     print(table(results))
 

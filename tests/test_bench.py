@@ -411,3 +411,8 @@ def test_clean_floor_runs_the_experiment_undefended_with_one_poisoned_sample() -
         cfg = resolve_config(clean_floor.floor_config(scale), source="clean floor")
         assert not cfg.defense.enabled and cfg.data.train_subset == scale["train_subset"]
         assert poison_count(cfg.attack.poison_rate, 60000) == 1 and cfg.attack.name == "badnets"
+    for experiment, attack in (("fmnist_label_consistent", "label_consistent"), ("fmnist_all_to_all", "badnets")):
+        data = clean_floor.floor_config(clean_floor.SCALES["full"], Path(f"configs/{experiment}.yaml"))
+        cfg = resolve_config(data, source="clean floor")  # each attack's own patch and target rule, one sample
+        assert cfg.attack.name == attack and cfg.data.train_subset is None and not cfg.defense.enabled
+        assert poison_count(cfg.attack.poison_rate, 60000) == 1
