@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from none_sweep.report.verify import undefended_means
 from none_sweep.tracking.layout import POINT_TAG
 from none_sweep.train.metrics import compare_to_baseline
 
@@ -115,12 +116,7 @@ def verified(summary: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any
     out = {k: stats[k] for k in stats}
     out["seeds"], out["paired"] = summary["seeds"], "clean_acc_drop" in stats
     if out["paired"]:
-        bases = [r["undefended"] for r in summary["per_seed"]]
-        out["undefended_seeds"] = {
-            k: sum(b[k] for b in bases) / len(bases)
-            for k in ("clean_acc", "asr", "reasr")
-            if bases[0].get(k) is not None
-        }
+        out["undefended_seeds"] = undefended_means(summary["per_seed"])
         out["der"] = stats["der"]["mean"] if "der" in stats else None
         out["cost"] = stats["cost"]["mean"]
         out["clean_acc_drop"] = stats["clean_acc_drop"]["mean"]

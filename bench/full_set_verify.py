@@ -57,8 +57,8 @@ def mean_sd(stats: dict[str, Any], key: str, scale: float = 100.0, digits: int =
 
 
 def undefended(row: dict[str, Any], key: str) -> str:
-    values = [r[verify.UNDEFENDED][key] for r in row["per_seed"] if r[verify.UNDEFENDED].get(key) is not None]
-    return "n/a" if not values else f"{100 * sum(values) / len(values):.2f}"
+    mean = verify.undefended_means(row["per_seed"]).get(key)
+    return "n/a" if mean is None else f"{100 * mean:.2f}"
 
 
 def goal(stats: dict[str, Any]) -> str:

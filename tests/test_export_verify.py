@@ -55,6 +55,7 @@ def test_each_seed_is_paired_with_its_own_undefended_run():
     ]  # fmt: skip
     assert runs[0]["clean_acc_drop"] == pytest.approx(0.02) and runs[1]["clean_acc_drop"] == pytest.approx(0.0)
     assert runs[0]["der"] == pytest.approx((0.96 - 0.02 + 1) / 2) and runs[1]["cost"] == pytest.approx(1.5)
+    assert verify.undefended_means(runs) == pytest.approx({"clean_acc": 0.805, "asr": 0.97})
     summary = verify.summarise(
         runs, {"clean_acc": 0.81, "asr": 0.01, "clean_acc_drop": 0.005}, run_id="r", experiment="e", config_seed=0
     )
@@ -72,6 +73,7 @@ def test_unpaired_seeds_report_no_drop_even_when_the_sweep_has_one():
     summary = verify.summarise(results, {"clean_acc": 0.8, "asr": 0.02, "clean_acc_drop": 0.01, "der": 0.97},
                                run_id="r", experiment="e", config_seed=0)  # fmt: skip
     assert set(summary["summary"]) == {"clean_acc", "asr"}
+    assert verify.undefended_means(results) == {}
 
 
 def test_a_natural_backdoor_seed_has_no_der():

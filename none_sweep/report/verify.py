@@ -65,6 +65,12 @@ def paired(defended: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]
             UNDEFENDED: baseline}  # fmt: skip
 
 
+def undefended_means(per_seed: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean over the seeds of each verified metric of their own undefended runs (empty when not paired)."""
+    bases = [r[UNDEFENDED] for r in per_seed if r.get(UNDEFENDED)]
+    return {k: statistics.fmean(b[k] for b in bases) for k in VERIFIED if bases and bases[0].get(k) is not None}
+
+
 def seeds_for(config: dict[str, Any], n: int) -> list[int]:
     base = int(config.get("seed", 0) or 0)
     return [base + i for i in range(1, n + 1)]
