@@ -3,6 +3,7 @@
     python -m bench.attack_sweeps --root /work/runs/part4                       # every space below, in order
     python -m bench.attack_sweeps --root /work/runs/part4 --spaces fmnist_badnets fmnist_all_to_all
     python -m bench.attack_sweeps --root /work/runs/part4 --table-only          # the table from the JSON kept
+    python -m bench.attack_sweeps --root /work/runs/part4 --table-only --trials --spaces fmnist_wanet   # + each trial
 
 Each space goes through the commands a user types (so the figures are what they would get):
 ``none-sweep sweep`` (resumed when its storage holds an unfinished run of it, skipped when finished), then
@@ -28,9 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from none_sweep.report.verify import undefended_means
+from none_sweep.report.verify import measured, undefended_means
 from none_sweep.tracking.layout import POINT_TAG
-from none_sweep.train.metrics import compare_to_baseline
+from none_sweep.train.metrics import backdoor_metric, compare_to_baseline
 
 SPACES = [
     "fmnist_badnets", "fmnist_all_to_all", "fmnist_label_consistent", "fmnist_badnets_1pct",
@@ -204,6 +205,30 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def trial_lines(row: dict[str, Any], per_seed: list[dict[str, Any]]) -> list[str]:
+    """Every trial by its backdoor metric, then every verified seed beside its own undefended run: the single
+    figures RESULTS quotes. A trial's cost is its wall time plus the shared pre-training it skipped over the
+    sweep's undefended run (an estimate; the fresh seeds' cost in the table is measured)."""
+    base_wall = row["undefended"]["wall_s"]
+    lines = [f"{row['space']} ({row['sweep']}): {len(row['trials'])} trials"]
+    for t in sorted(row["trials"], key=lambda t: t[backdoor_metric(t) or "clean_acc"] or 0.0):
+        metric = backdoor_metric(t)
+        p = t["params"]
+        cost = ((t["wall_s"] or 0.0) + (t["pretrain_saved_s"] or 0.0)) / base_wall
+        lines.append(
+            f"  {metric}={pct(t.get(metric) if metric else None)} drop={pct(t['clean_acc_drop'])} "
+            f"recall={pct(t['poison_recall'], 1)} removed={t['removed_samples']} "
+            f"after_reset={p.get('defense.after_reset')} pretrain={p.get('defense.pretrain_epochs')} "
+            f"rounds={p.get('defense.rounds')} cost~{cost:.2f}" + (f"  [{t['point']}]" if t["point"] else "")
+        )
+    for r in per_seed:
+        base = r.get("undefended")
+        lines.append(
+            f"  verified seed {r['seed']}: {measured(r)}" + (f"   undefended: {measured(base)}" if base else "")
+        )
+    return lines
+
+
 def measure(space: str, name: str, root: Path, uri: str, seeds: int, kept: Path) -> None:
     """Sweep, export, verify and collect one space into ``kept``."""
     t0 = time.monotonic()
@@ -223,6 +248,7 @@ def main() -> None:
     parser.add_argument("--suffix", default=SUFFIX, help="sweep names are <space>-<suffix> (default %(default)s)")
     parser.add_argument("--json", type=Path, default=Path("bench/attack_sweeps_results.json"))
     parser.add_argument("--table-only", action="store_true", help="print the table from <root>/<space>.json")
+    parser.add_argument("--trials", action="store_true", help="also list every trial and every verified seed")
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{args.root.resolve() / 'mlflow.db'}"
@@ -238,8 +264,11 @@ def main() -> None:
         if kept.exists():
             row = json.loads(kept.read_text())
             checked = args.root / f"{space}.best.verify.json"  # the verification's own record, read afresh
-            if checked.exists():
-                row["verified"] = verified(json.loads(checked.read_text()), row["undefended"])
+            summary = json.loads(checked.read_text()) if checked.exists() else None
+            if summary is not None:
+                row["verified"] = verified(summary, row["undefended"])
+            if args.trials:
+                print("\n".join(trial_lines(row, summary["per_seed"] if summary else [])))
             results.append(row)
     if results:
         args.json.write_text(json.dumps(results, indent=1))

@@ -386,6 +386,27 @@ def test_attack_sweeps_row_takes_paired_figures_and_marks_the_unpaired_ones() ->
     assert "1.40 | --max-drop" in lines["| old_space"] and "\n‡ verified" in text
 
 
+def test_attack_sweeps_lists_trials_by_their_backdoor_metric_and_each_seed_beside_its_baseline() -> None:
+    from bench import attack_sweeps
+    from none_sweep.report import verify
+
+    def trial(metric: str, value: float, point: str | None) -> dict:
+        return {metric: value, "clean_acc_drop": 0.01, "poison_recall": None, "removed_samples": 0, "wall_s": 10.0,
+                "pretrain_saved_s": 20.0, "point": point, "params": {"defense.after_reset": "retrain"}}  # fmt: skip
+
+    row = {"space": "s", "sweep": "s-part4", "undefended": {"wall_s": 20.0},
+           "trials": [trial("reasr", 0.5, None), trial("reasr", 0.3, "paper_defaults")]}  # fmt: skip
+    seed = verify.paired({"seed": 1, "clean_acc": 0.8, "reasr": 0.4, "wall_s": 30.0},
+                         {"seed": 1, "clean_acc": 0.81, "reasr": 0.9, "wall_s": 20.0})  # fmt: skip
+    lines = attack_sweeps.trial_lines(row, [seed])
+    assert lines[1].startswith("  reasr=30.00 drop=1.00") and lines[1].endswith("cost~1.50  [paper_defaults]")
+    assert lines[2].startswith("  reasr=50.00") and "after_reset=retrain" in lines[2]
+    assert (
+        lines[3].startswith("  verified seed 1: clean_acc=0.8000 reasr=0.4000")
+        and "undefended: clean_acc=0.8100" in lines[3]
+    )
+
+
 def test_full_set_verify_clears_the_subsets_and_grades_the_goal() -> None:
     from bench import full_set_verify
 
