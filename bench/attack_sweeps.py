@@ -248,7 +248,7 @@ def main() -> None:
     parser.add_argument("--suffix", default=SUFFIX, help="sweep names are <space>-<suffix> (default %(default)s)")
     parser.add_argument("--json", type=Path, default=Path("bench/attack_sweeps_results.json"))
     parser.add_argument("--table-only", action="store_true", help="print the table from <root>/<space>.json")
-    parser.add_argument("--trials", action="store_true", help="also list every trial and every verified seed")
+    parser.add_argument("--trials", action="store_true", help="also list every trial and every verified seed (--json is then left as it is)")
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{args.root.resolve() / 'mlflow.db'}"
@@ -270,7 +270,7 @@ def main() -> None:
             if args.trials:
                 print("\n".join(trial_lines(row, summary["per_seed"] if summary else [])))
             results.append(row)
-    if results:
+    if results and not args.trials:  # a listing of a few spaces must not overwrite the raw results
         args.json.write_text(json.dumps(results, indent=1))
         print(table(results))
     if failures:
