@@ -248,7 +248,11 @@ def main() -> None:
     parser.add_argument("--suffix", default=SUFFIX, help="sweep names are <space>-<suffix> (default %(default)s)")
     parser.add_argument("--json", type=Path, default=Path("bench/attack_sweeps_results.json"))
     parser.add_argument("--table-only", action="store_true", help="print the table from <root>/<space>.json")
-    parser.add_argument("--trials", action="store_true", help="also list every trial and every verified seed (--json is then left as it is)")
+    parser.add_argument(
+        "--trials",
+        action="store_true",
+        help="also list every trial and every verified seed (--json is then left as it is)",
+    )
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{args.root.resolve() / 'mlflow.db'}"
