@@ -293,6 +293,39 @@ SPACE_CASES: list[Case] = [
         ["asr is never measured with attack.name none", "use reasr"],
     ),
     (
+        "space_constraint_unmeasurable_der",
+        "space",
+        lambda c: c.sweep(
+            c.space(
+                with_(
+                    {
+                        "base.attack": {"name": "none"},
+                        "objectives": [{"metric": "reasr", "mode": "min"}, {"metric": "clean_acc", "mode": "max"}],
+                        "constraints": ["der >= 0.5"],
+                    }
+                )
+            )
+        ),
+        ["constraints[0]: der is never measured with attack.name none"],
+    ),
+    (
+        "space_scheduler_unmeasurable_asr",
+        "space",
+        lambda c: c.sweep(
+            c.space(
+                with_(
+                    {
+                        "base.attack": {"name": "none"},
+                        "objectives": [{"metric": "reasr", "mode": "min"}, {"metric": "clean_acc", "mode": "max"}],
+                        "constraints": [],
+                        "scheduler": {"name": "asha", "metric": "asr", "mode": "min", "grace_period": 1, "max_t": 2},
+                    }
+                )
+            )
+        ),
+        ["scheduler.metric: asr is never measured with attack.name none"],
+    ),
+    (
         "space_objective_unmeasurable_reasr",
         "space",
         lambda c: c.sweep(

@@ -74,6 +74,11 @@ def test_compare_to_baseline_follows_backdoorbench() -> None:
         {"clean_acc": 0.95, "asr": 1.0, "robust_acc": 0.0}, {"clean_acc": 0.92, "asr": 0.5, "robust_acc": 0.4}
     )
     assert worse["der"] == pytest.approx(0.5) and worse["rir"] == pytest.approx(0.5)
+    # no trigger planted (natural backdoors): no DER or RIR, which would only restate the drop, but the drop stays
+    natural = compare_to_baseline({"clean_acc": 0.90, "asr": None}, {"clean_acc": 0.92, "asr": None})
+    assert natural == {"clean_acc_drop": pytest.approx(0.02)}
+    no_robust = compare_to_baseline({"clean_acc": 0.90, "asr": 0.02}, {"clean_acc": 0.92, "asr": 0.98})
+    assert no_robust["der"] == pytest.approx((0.96 - 0.02 + 1) / 2) and "rir" not in no_robust
 
 
 def test_detection_scores() -> None:
@@ -197,10 +202,11 @@ NATURAL = ["attack.name=none", "attack.params={}", "train.epochs=2", "defense.pr
            "defense.reset_interval=1", "evaluation.reasr=never"]  # fmt: skip
 
 
-def _natural_run(tmp_path: Path, capsys, *extra: str) -> tuple[str, dict]:
+def _natural_run(tmp_path: Path, capsys, *extra: str, baseline: Path | None = None) -> tuple[str, dict]:
     out = tmp_path / "natural"
     sets = [arg for kv in (*NATURAL, *extra) for arg in ("--set", kv)]
-    assert main(["train", str(DIGITS), *sets, "--out", str(out)]) == 0
+    against = ["--baseline", str(baseline)] if baseline else []
+    assert main(["train", str(DIGITS), *sets, *against, "--out", str(out)]) == 0
     return capsys.readouterr().out, json.loads((out / "metrics.json").read_text())
 
 
@@ -213,6 +219,15 @@ def test_a_clean_run_keeps_its_data_and_reports_no_detection(tmp_path: Path, cap
     assert metrics["rounds"][0]["suspected"] > 0  # the split still flags samples; they are kept
     for where in (metrics, metrics["rounds"][0]):
         assert "poison_precision" not in where and "poison_recall" not in where
+
+
+def test_a_clean_run_against_its_baseline_has_a_drop_and_no_der(tmp_path: Path, capsys) -> None:
+    """DER and RIR are defined on a planted trigger; without one they would only restate the drop."""
+    _, base = _natural_run(tmp_path / "base", capsys, "defense.enabled=false")
+    printed, metrics = _natural_run(tmp_path, capsys, baseline=tmp_path / "base" / "natural" / "metrics.json")
+    assert metrics["clean_acc_drop"] == pytest.approx(base["clean_acc"] - metrics["clean_acc"])
+    assert "der" not in metrics and "rir" not in metrics
+    assert "vs baseline: clean_acc_drop" in printed and "DER" not in printed and "asr_reduction" not in printed
 
 
 def test_a_clean_run_filters_when_asked_explicitly(tmp_path: Path, capsys) -> None:

@@ -106,10 +106,12 @@ def _summary(m: dict[str, Any], out: Path) -> str:
         f"{detection}neurons reset {m['neurons_reset']}  removed {m['removed_samples']}  "
         f"epochs {m['epochs']}  wall {m['wall_s']:.1f}s",
     ]
-    if "der" in m:
+    if "clean_acc_drop" in m:
+        trade = "".join(f" {name.upper()} {m[name]:.3f}" for name in ("der", "rir") if m.get(name) is not None)
         lines.append(
-            f"vs baseline: clean_acc_drop {pct(m.get('clean_acc_drop'))} asr_reduction "
-            f"{pct(m.get('asr_reduction'))} DER {m['der']:.3f} RIR {m['rir']:.3f}"
+            f"vs baseline: clean_acc_drop {pct(m.get('clean_acc_drop'))}"
+            + (f" asr_reduction {pct(m['asr_reduction'])}" if m.get("asr_reduction") is not None else "")
+            + trade
         )
     lines.append(f"wrote {out / 'metrics.json'} and {out / 'config.yaml'}")
     return "\n".join(lines)

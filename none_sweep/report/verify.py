@@ -60,8 +60,7 @@ def paired(defended: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]
     figures = compare_to_baseline(defended, baseline)
     walls = defended.get("wall_s"), baseline.get("wall_s")
     cost = walls[0] / walls[1] if walls[0] is not None and walls[1] else None
-    der = figures["der"] if defended.get("asr") is not None and baseline.get("asr") is not None else None
-    return {**defended, "clean_acc_drop": figures.get("clean_acc_drop"), "der": der, "cost": cost,
+    return {**defended, "clean_acc_drop": figures.get("clean_acc_drop"), "der": figures.get("der"), "cost": cost,
             UNDEFENDED: baseline}  # fmt: skip
 
 

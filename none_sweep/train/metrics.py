@@ -49,7 +49,8 @@ def compare_to_baseline(defended: Mapping[str, float | None], baseline: Mapping[
     """Trade-off figures against the undefended run (same data, attack, model, seed).
 
     DER = [max(0, ASR_bd − ASR_def) − max(0, CA_bd − CA_def) + 1] / 2 (BackdoorBench);
-    RIR is the same with robust accuracy gained instead of ASR lost.
+    RIR is the same with robust accuracy gained instead of ASR lost. Each is left out where its backdoor figure
+    is missing from either run (no trigger planted: natural backdoors): it would then only restate the drop.
     """
     ca_def, ca_bd = defended.get("clean_acc"), baseline.get("clean_acc")
     out: dict[str, float] = {}
@@ -59,8 +60,11 @@ def compare_to_baseline(defended: Mapping[str, float | None], baseline: Mapping[
     if asr_def is not None and asr_bd is not None:
         out["asr_reduction"] = asr_bd - asr_def
     ca_loss = _gain(ca_bd, ca_def)
-    out["der"] = (_gain(asr_bd, asr_def) - ca_loss + 1.0) / 2.0
-    out["rir"] = (_gain(defended.get("robust_acc"), baseline.get("robust_acc")) - ca_loss + 1.0) / 2.0
+    asr_lost = (baseline.get("asr"), defended.get("asr"))
+    robust_gained = (defended.get("robust_acc"), baseline.get("robust_acc"))
+    for name, (high, low) in (("der", asr_lost), ("rir", robust_gained)):
+        if high is not None and low is not None:
+            out[name] = (_gain(high, low) - ca_loss + 1.0) / 2.0
     return out
 
 
@@ -86,7 +90,7 @@ FINAL_METRICS = (
     "pretrain_saved_s", "reasr", *AGGREGATES,
 )  # fmt: skip
 #: Metrics measured only when the attack plants a trigger (see ``none_sweep.attacks.injects_trigger``).
-TRIGGER_METRICS = ("asr", "robust_acc", "asr_reduction", "poison_precision", "poison_recall")
+TRIGGER_METRICS = ("asr", "robust_acc", "asr_reduction", "der", "rir", "poison_precision", "poison_recall")
 
 
 def backdoor_metric(metrics: Mapping[str, Any]) -> str | None:

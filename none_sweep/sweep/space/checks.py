@@ -134,6 +134,8 @@ def check_satisfiable(space: SweepSpace, base: ExperimentConfig) -> None:
     searched = set(space.keys)
     needed = [(f"objectives[{i}].metric", o.metric) for i, o in enumerate(space.objectives)]
     needed += [(f"constraints[{i}]", c.metric) for i, c in enumerate(space.constraints)]
+    if space.scheduler.name == "asha":  # every epoch report must carry it, or Ray stops the trial
+        needed.append(("scheduler.metric", space.scheduler.metric or space.objectives[0].metric))
     name, reasr = base.attack.name, base.evaluation.reasr
     trigger = injects_trigger(name)
     for where, metric in needed:
