@@ -108,6 +108,14 @@ def set_in(d: dict, dotted: str, value: Any) -> None:
     d[last] = value
 
 
+#: A natural-backdoor space (no trigger planted) judged on REASR and clean accuracy, as a space file would set it.
+NATURAL_SPACE = {
+    "base.attack": {"name": "none"},
+    "objectives": [{"metric": "reasr", "mode": "min"}, {"metric": "clean_acc", "mode": "max"}],
+}
+ASHA_ON_ASR = {"name": "asha", "metric": "asr", "mode": "min", "grace_period": 1, "max_t": 2}
+
+
 def with_(changes: dict[str, Any]) -> Callable[[dict], None]:
     def mutate(d: dict) -> None:
         for dotted, value in changes.items():
@@ -295,34 +303,13 @@ SPACE_CASES: list[Case] = [
     (
         "space_constraint_unmeasurable_der",
         "space",
-        lambda c: c.sweep(
-            c.space(
-                with_(
-                    {
-                        "base.attack": {"name": "none"},
-                        "objectives": [{"metric": "reasr", "mode": "min"}, {"metric": "clean_acc", "mode": "max"}],
-                        "constraints": ["der >= 0.5"],
-                    }
-                )
-            )
-        ),
+        lambda c: c.sweep(c.space(with_({**NATURAL_SPACE, "constraints": ["der >= 0.5"]}))),
         ["constraints[0]: der is never measured with attack.name none"],
     ),
     (
         "space_scheduler_unmeasurable_asr",
         "space",
-        lambda c: c.sweep(
-            c.space(
-                with_(
-                    {
-                        "base.attack": {"name": "none"},
-                        "objectives": [{"metric": "reasr", "mode": "min"}, {"metric": "clean_acc", "mode": "max"}],
-                        "constraints": [],
-                        "scheduler": {"name": "asha", "metric": "asr", "mode": "min", "grace_period": 1, "max_t": 2},
-                    }
-                )
-            )
-        ),
+        lambda c: c.sweep(c.space(with_({**NATURAL_SPACE, "constraints": [], "scheduler": ASHA_ON_ASR}))),
         ["scheduler.metric: asr is never measured with attack.name none"],
     ),
     (
