@@ -195,7 +195,7 @@ def table(results: list[dict[str, Any]]) -> str:
             undef = f"REASR {u['reasr']:.3f} / {pct(u.get('clean_acc'))}"
         cost = v["cost"] if "cost" in v else v["wall_s"] / r["undefended"]["wall_s"]  # row kept before pairing
         detect = f"{pct(p['poison_precision'], 1)} / {pct(p['poison_recall'], 1)}"
-        der = "n/a" if v.get("der") is None or u.get("asr") is None else f"{v['der']:.3f}"
+        der = "n/a" if v.get("der") is None else f"{v['der']:.3f}"
         lines.append(f"| {r['space']} | {undef} | {cell(r['paper_defaults'])} | {cell(r['best_hand'])} | "
                      f"{cell(p)} | {fresh_undefended(v)} | {pick_cell(r)} | {der} | {detect} | "
                      f"{'n/a' if cost is None else f'{cost:.2f}'} | {r['rule']} |")  # fmt: skip

@@ -49,7 +49,7 @@ def header(record: SweepRecord, storage: SweepStorage, total: Mapping[str, float
     for p in space.params:
         say(f"  {p.key}: {p.describe()}")
     if space.scheduler.name == "asha":
-        metric = space.scheduler.metric or space.objectives[0].metric
+        metric = space.scheduler_metric
         note = " (several objectives: early stopping looks at this one only)" if len(space.objectives) > 1 else ""
         say(f"  scheduler: ASHA on {metric}{note}")
     if storage.pretrain_cache_root is None:

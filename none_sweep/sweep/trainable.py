@@ -209,7 +209,7 @@ def required_metrics(space: SweepSpace) -> list[str]:
     """Keys every report must hold (Ray checks the searcher's and the scheduler's metrics on each result)."""
     keys = list(space.metrics) + [c.metric for c in space.constraints]
     if space.scheduler.name != "none":
-        keys.append(space.scheduler.metric or space.metrics[0])
+        keys.append(space.scheduler_metric)
     return list(dict.fromkeys(keys))
 
 

@@ -115,7 +115,7 @@ def scheduler(space: SweepSpace) -> Any:
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    metric = s.metric or space.objectives[0].metric
+    metric = space.scheduler_metric
     mode = s.mode or next((o.mode for o in space.objectives if o.metric == metric), "min")
     return ASHAScheduler(metric=metric, mode=mode, grace_period=s.grace_period, reduction_factor=s.reduction_factor,
                          max_t=s.max_t, time_attr="training_iteration")  # fmt: skip

@@ -108,7 +108,7 @@ def check_settings(space: SweepSpace) -> None:
     runner never starts more trials than there are (a check reads the space, it does not change it)."""
     sch = space.scheduler
     if sch.name == "asha":
-        check_metric("scheduler.metric", sch.metric or space.objectives[0].metric, EPOCH_METRICS)
+        check_metric("scheduler.metric", space.scheduler_metric, EPOCH_METRICS)
         if sch.grace_period > sch.max_t:
             message = f"scheduler.grace_period ({sch.grace_period}) must not exceed max_t ({sch.max_t})"
             raise fail("scheduler.grace_period", message)
@@ -135,7 +135,7 @@ def check_satisfiable(space: SweepSpace, base: ExperimentConfig) -> None:
     needed = [(f"objectives[{i}].metric", o.metric) for i, o in enumerate(space.objectives)]
     needed += [(f"constraints[{i}]", c.metric) for i, c in enumerate(space.constraints)]
     if space.scheduler.name == "asha":  # every epoch report must carry it, or Ray stops the trial
-        needed.append(("scheduler.metric", space.scheduler.metric or space.objectives[0].metric))
+        needed.append(("scheduler.metric", space.scheduler_metric))
     name, reasr = base.attack.name, base.evaluation.reasr
     trigger = injects_trigger(name)
     for where, metric in needed:

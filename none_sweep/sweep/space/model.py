@@ -110,6 +110,12 @@ class SweepSpace:
         return [o.mode for o in self.objectives]
 
     @property
+    def scheduler_metric(self) -> str:
+        """What early stopping watches: ``scheduler.metric``, else the first objective (each epoch report must
+        carry it)."""
+        return self.scheduler.metric or self.objectives[0].metric
+
+    @property
     def keys(self) -> list[str]:
         return [p.key for p in self.params]
 
